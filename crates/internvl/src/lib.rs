@@ -1,0 +1,13 @@
+//! internvl: the InternVL vision-language model family in Rust.
+//!
+//! * [`models`]: network definitions (InternViT, ...) and checkpoint loading.
+//! * [`processing`]: image decoding, PIL-exact resizing, normalisation and tiling.
+//! * [`tasks`]: end-user operations built from models and processing (feature extraction, ...).
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod models;
+pub mod processing;
+pub mod tasks;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Image decoding, PIL-exact resizing, normalisation and tiling.

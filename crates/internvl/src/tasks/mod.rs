@@ -1,0 +1,1 @@
+//! End-user operations built from models and processing.

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod models;
+pub mod ops;
 pub mod processing;
 pub mod tasks;
 

@@ -1,0 +1,163 @@
+//! A model folder as released: `config.json` + safetensors weights, for any InternVL release that
+//! contains an InternViT (standalone InternViT, InternVL-Chat, InternVL-14B C/G, transformers "-hf").
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+use serde_json::Value;
+
+use crate::models::checkpoint::Checkpoint;
+use crate::models::intern_vit::{InternVisionConfig, InternVisionModel};
+use crate::{Error, Result};
+
+/// Which release format a folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A standalone InternViT (`model_type = "intern_vit_6b"`), tensors at the root.
+    InternViT,
+    /// InternVL-Chat (`internvl_chat`): `vision_model.` + `mlp1.` + `language_model.`.
+    InternVLChat,
+    /// InternVL-14B, the paper's InternVL-C/G (`internvl` with a `qllama_config`).
+    InternVLCG,
+    /// transformers-native "-hf" InternVL (`internvl` with a `text_config`).
+    HfInternVL,
+}
+
+impl ModelKind {
+    /// The architecture name shown to users.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::InternViT => "InternViT",
+            ModelKind::InternVLChat => "InternVL-Chat",
+            ModelKind::InternVLCG => "InternVL-C/G (InternVL-14B)",
+            ModelKind::HfInternVL => "InternVL (transformers -hf)",
+        }
+    }
+
+    /// Prefix of the vision encoder's released tensor names.
+    pub fn vision_prefix(self) -> &'static str {
+        match self {
+            ModelKind::InternViT => "",
+            _ => "vision_model",
+        }
+    }
+}
+
+/// An opened model folder: its parsed configuration and memory-mapped weights.
+#[derive(Debug)]
+pub struct VisionModelFolder {
+    dir: PathBuf,
+    kind: ModelKind,
+    config: Value,
+    vision_config: InternVisionConfig,
+    checkpoint: Arc<Checkpoint>,
+}
+
+impl VisionModelFolder {
+    /// Reads `config.json`, checks the vision configuration and maps the weights.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config = read_json(&config_path)?;
+        let kind = detect_kind(&config).map_err(|reason| Error::Config {
+            path: config_path.clone(),
+            reason,
+        })?;
+        let vision_value = match kind {
+            ModelKind::InternViT => config.clone(),
+            _ => config.get("vision_config").cloned().ok_or_else(|| Error::Config {
+                path: config_path.clone(),
+                reason: "no `vision_config`".into(),
+            })?,
+        };
+        let vision_config: InternVisionConfig =
+            serde_json::from_value(vision_value).map_err(|e| Error::Config {
+                path: config_path.clone(),
+                reason: format!("vision configuration: {e}"),
+            })?;
+        vision_config.validate().map_err(|reason| Error::Config {
+            path: config_path.clone(),
+            reason,
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            kind,
+            config,
+            vision_config,
+            checkpoint: Checkpoint::open(dir)?,
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The release format.
+    pub fn kind(&self) -> ModelKind {
+        self.kind
+    }
+
+    /// The whole `config.json`.
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+
+    /// The vision encoder's configuration.
+    pub fn vision_config(&self) -> &InternVisionConfig {
+        &self.vision_config
+    }
+
+    /// The mapped weights.
+    pub fn checkpoint(&self) -> &Arc<Checkpoint> {
+        &self.checkpoint
+    }
+
+    /// `preprocessor_config.json` when the release has one.
+    pub fn preprocessor_config(&self) -> Option<PathBuf> {
+        Some(self.dir.join("preprocessor_config.json")).filter(|p| p.is_file())
+    }
+
+    /// Builds the vision encoder in `dtype` on `device`, checking that every tensor under the
+    /// encoder's prefix was consumed and that each has the configured shape.
+    pub fn load_vision(&self, dtype: DType, device: &Device) -> Result<InternVisionModel> {
+        let root = self.checkpoint.var_builder(dtype, device);
+        let prefix = self.kind.vision_prefix();
+        let vb = if prefix.is_empty() { root } else { root.pp(prefix) };
+        let model = InternVisionModel::load(&self.vision_config, vb).map_err(|e| match e {
+            Error::Candle(e) => Error::Checkpoint {
+                path: self.dir.clone(),
+                reason: e.to_string(),
+            },
+            other => other,
+        })?;
+        let scope = if prefix.is_empty() { String::new() } else { format!("{prefix}.") };
+        self.checkpoint.ensure_all_used(&scope)?;
+        Ok(model)
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        reason: format!("not valid JSON: {e}"),
+    })
+}
+
+fn detect_kind(config: &Value) -> std::result::Result<ModelKind, String> {
+    let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or("");
+    match model_type {
+        "intern_vit_6b" | "internvl_vision" => Ok(ModelKind::InternViT),
+        "internvl_chat" => Ok(ModelKind::InternVLChat),
+        "internvl" if config.get("qllama_config").is_some() => Ok(ModelKind::InternVLCG),
+        "internvl" if config.get("text_config").is_some() => Ok(ModelKind::HfInternVL),
+        "" => Err("no `model_type`".into()),
+        other => Err(format!(
+            "model_type `{other}` is not an InternVL model (expected intern_vit_6b, internvl_chat or internvl)"
+        )),
+    }
+}

@@ -222,6 +222,12 @@ fn check_safetensors_header(file: &Path) -> Result<()> {
 
 struct Backend(Arc<Checkpoint>);
 
+/// A candle error without the backtrace that `bail!` attaches under RUST_BACKTRACE: these
+/// messages end up in one-line user-facing errors.
+fn plain_error(message: String) -> candle_core::Error {
+    candle_core::Error::Msg(message)
+}
+
 impl SimpleBackend for Backend {
     fn get(
         &self,
@@ -233,11 +239,11 @@ impl SimpleBackend for Backend {
     ) -> candle_core::Result<Tensor> {
         let tensor = self.get_unchecked(name, dtype, device)?;
         if tensor.shape() != &shape {
-            candle_core::bail!(
+            return Err(plain_error(format!(
                 "tensor `{name}` has shape {:?}, expected {:?}",
                 tensor.dims(),
                 shape.dims()
-            );
+            )));
         }
         Ok(tensor)
     }
@@ -245,7 +251,7 @@ impl SimpleBackend for Backend {
     fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
         match self.0.load(name, device)? {
             Some(t) => t.to_dtype(dtype),
-            None => candle_core::bail!("missing tensor `{name}`"),
+            None => Err(plain_error(format!("missing tensor `{name}`"))),
         }
     }
 

@@ -306,7 +306,7 @@ impl Attention {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, n, c) = x.dims3()?;
+        let c = x.dim(2)?;
         let qkv = self.qkv.forward(x)?;
         let mut q = qkv.narrow(2, 0, c)?;
         let mut k = qkv.narrow(2, c, c)?;
@@ -315,18 +315,7 @@ impl Attention {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
-        let heads = |t: Tensor| {
-            t.reshape((b, n, self.num_heads, c / self.num_heads))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
-        let dtype = q.dtype();
-        // Scores and softmax in f32 whatever the compute dtype.
-        let scores = (q.to_dtype(DType::F32)? * self.scale)?
-            .matmul(&k.to_dtype(DType::F32)?.t()?)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        let out = crate::ops::attention(&q, &k, &v, self.num_heads, self.scale)?;
         self.proj.forward(&out)
     }
 }
@@ -349,7 +338,7 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.gelu_erf()?)
+        self.fc2.forward(&crate::ops::gelu_erf(&self.fc1.forward(x)?)?)
     }
 }
 
@@ -411,12 +400,13 @@ impl InternVisionModel {
     /// the root of an InternViT checkpoint, `vision_model` inside InternVL models).
     pub fn load(config: &InternVisionConfig, vb: VarBuilder) -> Result<Self> {
         config.validate().map_err(Error::InvalidArgument)?;
+        let embeddings = Embeddings::load(config, vb.pp("embeddings"))?;
         let layers = (0..config.num_hidden_layers)
             .map(|i| EncoderLayer::load(config, vb.pp(format!("encoder.layers.{i}"))))
             .collect::<Result<_>>()?;
         Ok(Self {
             config: config.clone(),
-            embeddings: Embeddings::load(config, vb.pp("embeddings"))?,
+            embeddings,
             layers,
         })
     }

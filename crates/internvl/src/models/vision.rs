@@ -127,7 +127,8 @@ impl VisionModelFolder {
         let model = InternVisionModel::load(&self.vision_config, vb).map_err(|e| match e {
             Error::Candle(e) => Error::Checkpoint {
                 path: self.dir.clone(),
-                reason: e.to_string(),
+                // The first line: candle may append a backtrace.
+                reason: e.to_string().lines().next().unwrap_or_default().to_string(),
             },
             other => other,
         })?;

@@ -1,1 +1,3 @@
 //! End-user operations built from models and processing.
+
+pub mod features;

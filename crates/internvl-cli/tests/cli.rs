@@ -28,7 +28,9 @@ fn images(case: &str) -> Vec<PathBuf> {
 
 fn internvl(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_internvl"));
-    cmd.args(args).env_remove("HF_HUB_CACHE").env_remove("HF_HOME");
+    cmd.args(args)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_HOME");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -41,9 +43,18 @@ fn load(path: &Path) -> HashMap<String, Tensor> {
 
 fn rel_diff(a: &Tensor, r: &Tensor) -> f32 {
     assert_eq!(a.dims(), r.dims());
-    let d = (a.to_dtype(DType::F32).unwrap() - r).unwrap().abs().unwrap();
+    let d = (a.to_dtype(DType::F32).unwrap() - r)
+        .unwrap()
+        .abs()
+        .unwrap();
     let d = d.max_all().unwrap().to_scalar::<f32>().unwrap();
-    d / r.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    d / r
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn check(label: &str, got: &Tensor, reference: &Tensor, tolerance: f32) {
@@ -78,13 +89,23 @@ fn run_features(case: &str, extra: &[&str]) -> HashMap<String, Tensor> {
 fn features_match_fixture(case: &str) {
     let golden = load(&fixture(case).join("expected.safetensors"));
     let native = run_features(case, &["--all-hidden-states"]);
-    check(&format!("{case} cli pixel_values"), &native["pixel_values"], &golden["inputs/pixel_values"], 1e-6);
+    check(
+        &format!("{case} cli pixel_values"),
+        &native["pixel_values"],
+        &golden["inputs/pixel_values"],
+        1e-6,
+    );
     for (ours, theirs) in [
         ("last_hidden_state", "native/last_hidden_state"),
         ("pooler_output", "native/pooler_output"),
         ("hidden_states", "native/hidden_states"),
     ] {
-        check(&format!("{case} cli {theirs}"), &native[ours], &golden[theirs], TOLERANCE);
+        check(
+            &format!("{case} cli {theirs}"),
+            &native[ours],
+            &golden[theirs],
+            TOLERANCE,
+        );
     }
     let sizes: Vec<String> = golden
         .keys()
@@ -125,14 +146,18 @@ fn features_reproduce_intern_vit_300m_style() {
 fn info_json_describes_the_model() {
     let model = fixture("intern_vit_6b_style").join("model");
     let output = internvl(&["info", "--model", model.to_str().unwrap(), "--json"], &[]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(info["architecture"], "InternViT");
     assert_eq!(info["image_size"], 56);
     assert_eq!(info["patch_size"], 14);
     assert_eq!(info["stored_dtypes"]["bf16"], 43); // 4 embedding tensors + 3 blocks × 13
-    // 3 blocks × (qkv 80·240 + proj 80·80+80 + fc1 80·320+320 + fc2 320·80+80 + 4 norms/qk-norms
-    // and 2 layer scales of 80) + patch conv 80·588+80 + class 80 + positions 17·80.
+                                                   // 3 blocks × (qkv 80·240 + proj 80·80+80 + fc1 80·320+320 + fc2 320·80+80 + 4 norms/qk-norms
+                                                   // and 2 layer scales of 80) + patch conv 80·588+80 + class 80 + positions 17·80.
     let per_block = 80 * 240 + 80 * 80 + 80 + 80 * 320 + 320 + 320 * 80 + 80 + 6 * 80;
     let expected = 3 * per_block + 80 * 588 + 80 + 80 + 17 * 80;
     assert_eq!(info["parameters"], expected);
@@ -158,21 +183,44 @@ fn hub_id_resolves_through_hf_hub_cache_and_hf_home() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("hf-home");
     let hub = home.join("hub");
-    lay_out_hub(&hub, "OpenGVLab/InternViT-300M-448px", "intern_vit_300m_style");
-    let args = ["info", "--model", "OpenGVLab/InternViT-300M-448px", "--offline", "--json"];
-    for env in [[("HF_HUB_CACHE", hub.as_path())], [("HF_HOME", home.as_path())]] {
+    lay_out_hub(
+        &hub,
+        "OpenGVLab/InternViT-300M-448px",
+        "intern_vit_300m_style",
+    );
+    let args = [
+        "info",
+        "--model",
+        "OpenGVLab/InternViT-300M-448px",
+        "--offline",
+        "--json",
+    ];
+    for env in [
+        [("HF_HUB_CACHE", hub.as_path())],
+        [("HF_HOME", home.as_path())],
+    ] {
         let output = internvl(&args, &env);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(info["vision"]["norm_type"], "layer_norm");
-        assert!(info["path"].as_str().unwrap().contains("snapshots/fedcba98"));
+        assert!(info["path"]
+            .as_str()
+            .unwrap()
+            .contains("snapshots/fedcba98"));
     }
     let output = internvl(
         &["info", "--model", "OpenGVLab/Unknown-Model", "--offline"],
         &[("HF_HUB_CACHE", hub.as_path())],
     );
     let err = expect_error(&output);
-    assert!(err.contains("OpenGVLab/Unknown-Model") && err.contains("offline"), "{err}");
+    assert!(
+        err.contains("OpenGVLab/Unknown-Model") && err.contains("offline"),
+        "{err}"
+    );
 }
 
 fn expect_error(output: &Output) -> String {
@@ -213,7 +261,10 @@ fn bad_inputs_exit_with_a_named_error() {
     let text = tmp.path().join("notes.png");
     std::fs::write(&text, "this is a text file, not an image").unwrap();
     let err = features_error(&model, &[&text]);
-    assert!(err.contains("notes.png") && err.contains("not a supported image format"), "{err}");
+    assert!(
+        err.contains("notes.png") && err.contains("not a supported image format"),
+        "{err}"
+    );
 
     let truncated = tmp.path().join("truncated.png");
     let bytes = std::fs::read(&good).unwrap();
@@ -225,21 +276,51 @@ fn bad_inputs_exit_with_a_named_error() {
     assert!(err.contains("no-model-here"), "{err}");
 
     let output = internvl(
-        &["features", "--model", model.to_str().unwrap(), "--size", "3x", "--out", "x", good.to_str().unwrap()],
+        &[
+            "features",
+            "--model",
+            model.to_str().unwrap(),
+            "--size",
+            "3x",
+            "--out",
+            "x",
+            good.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(expect_error(&output).contains("size `3x`"));
 
     let output = internvl(
-        &["features", "--model", model.to_str().unwrap(), "--size", "10x10", "--out", "x", good.to_str().unwrap()],
+        &[
+            "features",
+            "--model",
+            model.to_str().unwrap(),
+            "--size",
+            "10x10",
+            "--out",
+            "x",
+            good.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(expect_error(&output).contains("smaller than one 14x14 patch"));
 
-    let output = internvl(&["info", "--model", model.to_str().unwrap(), "--dtype", "f64"], &[]);
+    let output = internvl(
+        &["info", "--model", model.to_str().unwrap(), "--dtype", "f64"],
+        &[],
+    );
     let _ = output; // info does not use the dtype
     let output = internvl(
-        &["features", "--model", model.to_str().unwrap(), "--dtype", "f64", "--out", "x", good.to_str().unwrap()],
+        &[
+            "features",
+            "--model",
+            model.to_str().unwrap(),
+            "--dtype",
+            "f64",
+            "--out",
+            "x",
+            good.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(expect_error(&output).contains("unknown dtype `f64`"));
@@ -250,9 +331,13 @@ fn tiny_and_extreme_images_work() {
     let tmp = tempfile::tempdir().unwrap();
     let model = fixture("intern_vit_300m_style").join("model");
     let one = tmp.path().join("one.png");
-    image::RgbImage::from_pixel(1, 1, image::Rgb([200, 10, 30])).save(&one).unwrap();
+    image::RgbImage::from_pixel(1, 1, image::Rgb([200, 10, 30]))
+        .save(&one)
+        .unwrap();
     let wide = tmp.path().join("wide.png");
-    image::RgbImage::from_fn(20000, 1, |x, _| image::Rgb([(x % 256) as u8, 0, 255])).save(&wide).unwrap();
+    image::RgbImage::from_fn(20000, 1, |x, _| image::Rgb([(x % 256) as u8, 0, 255]))
+        .save(&wide)
+        .unwrap();
     let out = tmp.path().join("f.safetensors");
     let output = internvl(
         &[
@@ -266,9 +351,17 @@ fn tiny_and_extreme_images_work() {
         ],
         &[],
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let got = load(&out);
     assert_eq!(got["last_hidden_state"].dims(), &[2, 17, 48]);
-    let finite = got["last_hidden_state"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let finite = got["last_hidden_state"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert!(finite.iter().all(|v| v.is_finite()));
 }

@@ -5,6 +5,7 @@
 //! * [`tasks`]: end-user operations built from models and processing (feature extraction, ...).
 #![warn(missing_docs)]
 
+pub mod benchmark;
 pub mod error;
 pub mod models;
 pub mod ops;

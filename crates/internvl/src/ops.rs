@@ -107,9 +107,26 @@ pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
 /// scores, the row softmax and one GEMM for the output, all in cache and in parallel, reading q, k,
 /// v in place (no transposes, no `[B, H, N, N]` tensor). Other dtypes/devices: scores and softmax
 /// in f32 with candle's ops.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, num_heads: usize, scale: f64) -> candle_core::Result<Tensor> {
-    if q.dtype() == DType::F32 && q.device().is_cpu() && k.dtype() == DType::F32 && v.dtype() == DType::F32 {
-        return q.apply_op3_no_bwd(k, v, &fast::Attention { num_heads, scale: scale as f32 });
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    num_heads: usize,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    if q.dtype() == DType::F32
+        && q.device().is_cpu()
+        && k.dtype() == DType::F32
+        && v.dtype() == DType::F32
+    {
+        return q.apply_op3_no_bwd(
+            k,
+            v,
+            &fast::Attention {
+                num_heads,
+                scale: scale as f32,
+            },
+        );
     }
     let (b, n, c) = q.dims3()?;
     let heads = |t: &Tensor| {
@@ -136,7 +153,10 @@ mod fast {
     pub struct Softmax;
     pub struct GeluErf;
 
-    fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    fn contiguous_f32<'a>(
+        storage: &'a CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<&'a [f32]> {
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("fast kernel expects f32");
         };
@@ -151,12 +171,16 @@ mod fast {
             "fast-softmax-last-dim"
         }
 
-        fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn cpu_fwd(
+            &self,
+            storage: &CpuStorage,
+            layout: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
             let src = contiguous_f32(storage, layout)?;
             let row = *layout.dims().last().unwrap_or(&1);
             let mut dst = vec![0f32; src.len()];
-            if row > 0 {
-                let rows_per_task = (CHUNK / row).max(1) * row;
+            if let Some(rows) = CHUNK.checked_div(row) {
+                let rows_per_task = rows.max(1) * row;
                 dst.par_chunks_mut(rows_per_task)
                     .zip(src.par_chunks(rows_per_task))
                     .for_each(|(d, s)| {
@@ -174,7 +198,11 @@ mod fast {
             "fast-gelu-erf"
         }
 
-        fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn cpu_fwd(
+            &self,
+            storage: &CpuStorage,
+            layout: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
             let src = contiguous_f32(storage, layout)?;
             let mut dst = vec![0f32; src.len()];
             dst.par_chunks_mut(CHUNK)
@@ -212,7 +240,8 @@ mod fast {
         /// # Safety
         /// The indices must be inside the viewed tensor.
         unsafe fn at(&self, batch: usize, row: usize, col: usize) -> *const f32 {
-            self.ptr.add(batch * self.batch_stride + row * self.row_stride + col)
+            self.ptr
+                .add(batch * self.batch_stride + row * self.row_stride + col)
         }
     }
 
@@ -221,7 +250,10 @@ mod fast {
             candle_core::bail!("attention expects f32");
         };
         if layout.dims() != dims {
-            candle_core::bail!("attention: q, k, v shapes differ ({:?} vs {dims:?})", layout.dims());
+            candle_core::bail!(
+                "attention: q, k, v shapes differ ({:?} vs {dims:?})",
+                layout.dims()
+            );
         }
         let stride = layout.stride();
         if stride[2] != 1 {
@@ -269,10 +301,17 @@ mod fast {
             let &[b, n, c] = dims.as_slice() else {
                 candle_core::bail!("attention expects [batch, tokens, channels], got {dims:?}");
             };
-            if self.num_heads == 0 || c % self.num_heads != 0 {
-                candle_core::bail!("attention: {c} channels do not split into {} heads", self.num_heads);
+            if self.num_heads == 0 || !c.is_multiple_of(self.num_heads) {
+                candle_core::bail!(
+                    "attention: {c} channels do not split into {} heads",
+                    self.num_heads
+                );
             }
-            let (q, k, v) = (view(s1, l1, &dims)?, view(s2, l2, &dims)?, view(s3, l3, &dims)?);
+            let (q, k, v) = (
+                view(s1, l1, &dims)?,
+                view(s2, l2, &dims)?,
+                view(s3, l3, &dims)?,
+            );
             let d = c / self.num_heads;
             let mut out = vec![0f32; b * n * c];
             let out_ptr = Out(out.as_mut_ptr());
@@ -295,11 +334,24 @@ mod fast {
                         let o0 = out_ptr.at(batch * n * c + row0 * c + col);
                         // scores[rows × n] = scale · Q_blk · Kᵀ
                         gemm::gemm(
-                            rows, n, d,
-                            scores.as_mut_ptr(), 1, n as isize, false,
-                            q0, 1, q.row_stride as isize,
-                            k0, k.row_stride as isize, 1,
-                            0.0, self.scale, false, false, false,
+                            rows,
+                            n,
+                            d,
+                            scores.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            q0,
+                            1,
+                            q.row_stride as isize,
+                            k0,
+                            k.row_stride as isize,
+                            1,
+                            0.0,
+                            self.scale,
+                            false,
+                            false,
+                            false,
                             gemm::Parallelism::None,
                         );
                         for row in scores[..rows * n].chunks_exact_mut(n) {
@@ -307,11 +359,24 @@ mod fast {
                         }
                         // out[rows × d] = P · V
                         gemm::gemm(
-                            rows, d, n,
-                            o0, 1, c as isize, false,
-                            scores.as_ptr(), 1, n as isize,
-                            v0, 1, v.row_stride as isize,
-                            0.0, 1.0, false, false, false,
+                            rows,
+                            d,
+                            n,
+                            o0,
+                            1,
+                            c as isize,
+                            false,
+                            scores.as_ptr(),
+                            1,
+                            n as isize,
+                            v0,
+                            1,
+                            v.row_stride as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
                             gemm::Parallelism::None,
                         );
                     }
@@ -419,7 +484,9 @@ mod fast {
                 *l = l.max(*v);
             }
         }
-        tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, v| m.max(*v))
+        tail.iter()
+            .chain(&lanes)
+            .fold(f32::NEG_INFINITY, |m, v| m.max(*v))
     }
 
     #[inline(always)]
@@ -454,7 +521,7 @@ mod fast {
         let p = p * r + 8.333_452e-3;
         let p = p * r + 4.166_579_6e-2;
         let p = p * r + 1.666_666_5e-1;
-        let p = p * r + 5.000_000_1e-1;
+        let p = p * r + 0.5;
         let y = p * r * r + r + 1.0;
         let scale = f32::from_bits(((n_int + 127) << 23) as u32);
         if underflow {
@@ -572,11 +639,32 @@ mod tests {
         let k = qkv.narrow(2, c, c).unwrap();
         let v = qkv.narrow(2, 2 * c, c).unwrap();
         let fused = attention(&q, &k, &v, h, 0.25).unwrap();
-        let heads = |t: &Tensor| t.reshape((b, n, h, c / h)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
-        let scores = (heads(&q) * 0.25).unwrap().matmul(&heads(&k).t().unwrap()).unwrap();
+        let heads = |t: &Tensor| {
+            t.reshape((b, n, h, c / h))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let scores = (heads(&q) * 0.25)
+            .unwrap()
+            .matmul(&heads(&k).t().unwrap())
+            .unwrap();
         let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
-        let reference = probs.matmul(&heads(&v)).unwrap().transpose(1, 2).unwrap().reshape((b, n, c)).unwrap();
-        let d = (fused - reference).unwrap().abs().unwrap().max_all().unwrap();
+        let reference = probs
+            .matmul(&heads(&v))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, n, c))
+            .unwrap();
+        let d = (fused - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         println!("fused attention max|diff| {d}");
         assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
     }

@@ -90,7 +90,10 @@ fn select_layer_equals_hidden_state() {
         );
     }
     let err = model.forward_to_layer(pixels, -5, false).unwrap_err();
-    assert!(err.to_string().contains("select_layer -5 is out of range"), "{err}");
+    assert!(
+        err.to_string().contains("select_layer -5 is out of range"),
+        "{err}"
+    );
 }
 
 #[test]

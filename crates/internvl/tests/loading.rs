@@ -33,7 +33,10 @@ fn load_error(dir: &Path) -> String {
 }
 
 /// Rewrites model.safetensors through `edit` (tensor name → keep/rename/reshape).
-fn rewrite_weights(dir: &Path, edit: impl Fn(&str, candle_core::Tensor) -> Option<(String, candle_core::Tensor)>) {
+fn rewrite_weights(
+    dir: &Path,
+    edit: impl Fn(&str, candle_core::Tensor) -> Option<(String, candle_core::Tensor)>,
+) {
     let path = dir.join("model.safetensors");
     let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     let edited: std::collections::HashMap<String, candle_core::Tensor> = tensors
@@ -77,7 +80,10 @@ fn invalid_config_json_is_named() {
     let (_tmp, dir) = model_copy("intern_vit_6b_style");
     std::fs::write(dir.join("config.json"), "{ not json").unwrap();
     let err = load_error(&dir);
-    assert!(err.contains("config.json") && err.contains("not valid JSON"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("not valid JSON"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -85,7 +91,11 @@ fn wrong_hidden_size_names_tensor_and_shapes() {
     let (_tmp, dir) = model_copy("intern_vit_6b_style");
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("\"hidden_size\": 80", "\"hidden_size\": 90")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("\"hidden_size\": 80", "\"hidden_size\": 90"),
+    )
+    .unwrap();
     let err = load_error(&dir);
     assert!(
         err.contains("tensor `embeddings.patch_embedding.weight` has shape [80, 3, 14, 14], expected [90, 3, 14, 14]"),
@@ -98,9 +108,16 @@ fn indivisible_hidden_size_is_a_config_error() {
     let (_tmp, dir) = model_copy("intern_vit_6b_style");
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("\"hidden_size\": 80", "\"hidden_size\": 81")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("\"hidden_size\": 80", "\"hidden_size\": 81"),
+    )
+    .unwrap();
     let err = load_error(&dir);
-    assert!(err.contains("hidden_size 81 is not divisible by num_attention_heads 5"), "{err}");
+    assert!(
+        err.contains("hidden_size 81 is not divisible by num_attention_heads 5"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -110,7 +127,10 @@ fn missing_tensor_is_named() {
         (name != "encoder.layers.1.mlp.fc2.bias").then(|| (name.to_string(), t))
     });
     let err = load_error(&dir);
-    assert!(err.contains("missing tensor `encoder.layers.1.mlp.fc2.bias`"), "{err}");
+    assert!(
+        err.contains("missing tensor `encoder.layers.1.mlp.fc2.bias`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -119,9 +139,16 @@ fn unexpected_tensor_is_named() {
     // Three blocks stored, two configured: block 2 is left over.
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("\"num_hidden_layers\": 3", "\"num_hidden_layers\": 2")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("\"num_hidden_layers\": 3", "\"num_hidden_layers\": 2"),
+    )
+    .unwrap();
     let err = load_error(&dir);
-    assert!(err.contains("unexpected tensors `encoder.layers.2."), "{err}");
+    assert!(
+        err.contains("unexpected tensors `encoder.layers.2."),
+        "{err}"
+    );
 }
 
 #[test]
@@ -136,8 +163,14 @@ fn hf_layout_loads_to_the_same_numbers() {
     for (name, t) in tensors {
         let renamed = name
             .replace("embeddings.class_embedding", "embeddings.cls_token")
-            .replace("embeddings.position_embedding", "embeddings.position_embeddings")
-            .replace("embeddings.patch_embedding.", "embeddings.patch_embeddings.projection.")
+            .replace(
+                "embeddings.position_embedding",
+                "embeddings.position_embeddings",
+            )
+            .replace(
+                "embeddings.patch_embedding.",
+                "embeddings.patch_embeddings.projection.",
+            )
             .replace("encoder.layers.", "encoder.layer.")
             .replace(".attn.proj.", ".attention.projection_layer.")
             .replace(".norm1.", ".layernorm_before.")
@@ -147,7 +180,10 @@ fn hf_layout_loads_to_the_same_numbers() {
         if renamed.contains(".attn.qkv.") {
             for (i, part) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
                 let n = renamed.replace(".attn.qkv.", &format!(".attention.{part}."));
-                hf.insert(format!("model.vision_tower.{n}"), t.narrow(0, i * c, c).unwrap());
+                hf.insert(
+                    format!("model.vision_tower.{n}"),
+                    t.narrow(0, i * c, c).unwrap(),
+                );
             }
         } else {
             hf.insert(format!("model.vision_tower.{renamed}"), t);
@@ -181,7 +217,9 @@ fn hf_layout_loads_to_the_same_numbers() {
         .load_vision(DType::F32, &Device::Cpu)
         .unwrap();
     let golden = common::expected("intern_vit_300m_style");
-    let out = model.forward(&golden["inputs/pixel_values"], false).unwrap();
+    let out = model
+        .forward(&golden["inputs/pixel_values"], false)
+        .unwrap();
     common::assert_close(
         "-hf layout native/last_hidden_state",
         &out.last_hidden_state,
@@ -209,7 +247,11 @@ fn lay_out_hub_cache(hub: &Path, id: &str, case: &str) -> PathBuf {
 fn hub_id_resolves_in_the_cache_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let hub = tmp.path().join("hub");
-    let snapshot = lay_out_hub_cache(&hub, "OpenGVLab/InternViT-300M-448px", "intern_vit_300m_style");
+    let snapshot = lay_out_hub_cache(
+        &hub,
+        "OpenGVLab/InternViT-300M-448px",
+        "intern_vit_300m_style",
+    );
     let options = HubOptions {
         offline: true,
         revision: None,
@@ -227,9 +269,61 @@ fn hub_id_resolves_in_the_cache_offline() {
     // Not cached, offline: a clear error, no network.
     let err = resolve_model("OpenGVLab/InternViT-6B-448px-V1-5", &options).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("offline") && text.contains("not in the hub cache"), "{text}");
+    assert!(
+        text.contains("offline") && text.contains("not in the hub cache"),
+        "{text}"
+    );
     let err = resolve_model("OpenGVLab/InternViT-300M-448px@v9", &options).unwrap_err();
     assert!(err.to_string().contains("revision `v9`"), "{err}");
     let err = resolve_model("no/such/thing", &options).unwrap_err();
     assert!(err.to_string().contains("not a hub id"), "{err}");
+}
+
+#[test]
+fn sharded_checkpoint_loads_to_the_same_numbers() {
+    let (_tmp, dir) = model_copy("intern_vit_6b_style");
+    let path = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let (mut first, mut second) = (
+        std::collections::HashMap::new(),
+        std::collections::HashMap::new(),
+    );
+    let mut weight_map = serde_json::Map::new();
+    for (name, t) in tensors {
+        let shard = if name.starts_with("encoder.layers.2") || name.starts_with("embeddings") {
+            first.insert(name.clone(), t);
+            "model-00001-of-00002.safetensors"
+        } else {
+            second.insert(name.clone(), t);
+            "model-00002-of-00002.safetensors"
+        };
+        weight_map.insert(name, shard.into());
+    }
+    candle_core::safetensors::save(&first, dir.join("model-00001-of-00002.safetensors")).unwrap();
+    candle_core::safetensors::save(&second, dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+    let model = VisionModelFolder::open(&dir)
+        .unwrap()
+        .load_vision(DType::F32, &Device::Cpu)
+        .unwrap();
+    let golden = common::expected("intern_vit_6b_style");
+    let out = model
+        .forward(&golden["inputs/pixel_values"], false)
+        .unwrap();
+    common::assert_close(
+        "sharded native/last_hidden_state",
+        &out.last_hidden_state,
+        &golden["native/last_hidden_state"],
+        common::F32_TOLERANCE,
+    );
+
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let err = load_error(&dir);
+    assert!(
+        err.contains("shard") && err.contains("model-00002-of-00002.safetensors is missing"),
+        "{err}"
+    );
 }

@@ -46,7 +46,12 @@ pub fn run(args: Args) -> Result<()> {
     let device = args.model.device();
     let pixel_values = preprocess_all(&preprocess, &args.images, &device)?;
     let model = folder.load_vision(args.model.dtype()?, &device)?;
-    let features = extract(&model, &pixel_values, args.all_hidden_states, args.batch_size)?;
+    let features = extract(
+        &model,
+        &pixel_values,
+        args.all_hidden_states,
+        args.batch_size,
+    )?;
     features
         .save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
@@ -62,7 +67,11 @@ pub fn run(args: Args) -> Result<()> {
         let summary = json!({"out": args.out, "images": args.images, "tensors": written});
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        eprintln!("wrote {} ({} images)", args.out.display(), args.images.len());
+        eprintln!(
+            "wrote {} ({} images)",
+            args.out.display(),
+            args.images.len()
+        );
     }
     Ok(())
 }

@@ -52,7 +52,10 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!("path:            {}", dir.display());
-    println!("architecture:    {}", info["architecture"].as_str().unwrap_or(""));
+    println!(
+        "architecture:    {}",
+        info["architecture"].as_str().unwrap_or("")
+    );
     println!("parameters:      {}", info["parameters"]);
     println!("vision params:   {}", info["vision_parameters"]);
     println!("stored dtypes:   {}", info["stored_dtypes"]);

@@ -51,10 +51,11 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
             path: index.clone(),
             source,
         })?;
-        let parsed: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
-            path: index.clone(),
-            reason: format!("not valid JSON: {e}"),
-        })?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+                path: index.clone(),
+                reason: format!("not valid JSON: {e}"),
+            })?;
         let weight_map = parsed
             .get("weight_map")
             .and_then(|m| m.as_object())
@@ -91,10 +92,11 @@ impl Checkpoint {
         }
         // SAFETY: the files are mapped read-only; like every mmap-based loader we assume nobody
         // truncates them while the model is alive.
-        let tensors = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| Error::Checkpoint {
-            path: dir.to_path_buf(),
-            reason: format!("cannot map safetensors: {e}"),
-        })?;
+        let tensors =
+            unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| Error::Checkpoint {
+                path: dir.to_path_buf(),
+                reason: format!("cannot map safetensors: {e}"),
+            })?;
         let stored: Vec<String> = tensors.tensors().into_iter().map(|(n, _)| n).collect();
         Ok(Arc::new(Self {
             dir: dir.to_path_buf(),
@@ -124,7 +126,9 @@ impl Checkpoint {
     pub fn stored_dtypes(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
         for (_, view) in self.tensors.tensors() {
-            *counts.entry(format!("{:?}", view.dtype()).to_lowercase()).or_insert(0) += 1;
+            *counts
+                .entry(format!("{:?}", view.dtype()).to_lowercase())
+                .or_insert(0) += 1;
         }
         counts
     }
@@ -160,7 +164,11 @@ impl Checkpoint {
         if unexpected.is_empty() {
             return Ok(());
         }
-        let shown = unexpected.iter().take(5).map(|n| format!("`{n}`")).collect::<Vec<_>>();
+        let shown = unexpected
+            .iter()
+            .take(5)
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>();
         let more = unexpected.len().saturating_sub(5);
         Err(Error::Checkpoint {
             path: self.dir.clone(),
@@ -168,7 +176,11 @@ impl Checkpoint {
                 "unexpected tensor{} {}{} (does config.json match the weights?)",
                 if unexpected.len() > 1 { "s" } else { "" },
                 shown.join(", "),
-                if more > 0 { format!(" and {more} more") } else { String::new() }
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
             ),
         })
     }
@@ -248,7 +260,12 @@ impl SimpleBackend for Backend {
         Ok(tensor)
     }
 
-    fn get_unchecked(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
         match self.0.load(name, device)? {
             Some(t) => t.to_dtype(dtype),
             None => Err(plain_error(format!("missing tensor `{name}`"))),
@@ -297,8 +314,14 @@ fn released_names(stored: &[String]) -> BTreeMap<String, Source> {
 /// The "-hf" (transformers `internvl`) → released renaming table for the vision tower.
 const HF_VISION_RENAMES: &[(&str, &str)] = &[
     ("embeddings.cls_token", "embeddings.class_embedding"),
-    ("embeddings.position_embeddings", "embeddings.position_embedding"),
-    ("embeddings.patch_embeddings.projection.", "embeddings.patch_embedding."),
+    (
+        "embeddings.position_embeddings",
+        "embeddings.position_embedding",
+    ),
+    (
+        "embeddings.patch_embeddings.projection.",
+        "embeddings.patch_embedding.",
+    ),
     ("encoder.layer.", "encoder.layers."),
     (".attention.projection_layer.", ".attn.proj."),
     (".attention.q_norm.", ".attn.q_norm."),
@@ -335,7 +358,10 @@ mod tests {
     #[test]
     fn hf_names_map_to_released_names() {
         let cases = [
-            ("vision_tower.embeddings.cls_token", "vision_model.embeddings.class_embedding"),
+            (
+                "vision_tower.embeddings.cls_token",
+                "vision_model.embeddings.class_embedding",
+            ),
             (
                 "model.vision_tower.embeddings.patch_embeddings.projection.weight",
                 "vision_model.embeddings.patch_embedding.weight",
@@ -344,18 +370,28 @@ mod tests {
                 "model.vision_tower.encoder.layer.3.attention.projection_layer.bias",
                 "vision_model.encoder.layers.3.attn.proj.bias",
             ),
-            ("vision_tower.encoder.layer.0.lambda_2", "vision_model.encoder.layers.0.ls2"),
+            (
+                "vision_tower.encoder.layer.0.lambda_2",
+                "vision_model.encoder.layers.0.ls2",
+            ),
             (
                 "vision_tower.encoder.layer.1.layernorm_before.weight",
                 "vision_model.encoder.layers.1.norm1.weight",
             ),
         ];
         for (hf, released) in cases {
-            assert_eq!(hf_vision_name(hf), Some((released.to_string(), None)), "{hf}");
+            assert_eq!(
+                hf_vision_name(hf),
+                Some((released.to_string(), None)),
+                "{hf}"
+            );
         }
         assert_eq!(
             hf_vision_name("vision_tower.encoder.layer.2.attention.k_proj.bias"),
-            Some(("vision_model.encoder.layers.2.attn.qkv.bias".to_string(), Some(1)))
+            Some((
+                "vision_model.encoder.layers.2.attn.qkv.bias".to_string(),
+                Some(1)
+            ))
         );
         assert_eq!(hf_vision_name("language_model.lm_head.weight"), None);
     }

@@ -40,7 +40,9 @@ pub fn default_cache_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("HF_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(home).join("hub");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache").join("huggingface").join("hub")
 }
 
@@ -95,7 +97,9 @@ fn looks_like_hub_id(id: &str) -> bool {
     let mut parts = id.split('/');
     let ok = |p: Option<&str>| {
         p.is_some_and(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
     };
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
@@ -142,7 +146,8 @@ fn download(cache_dir: &Path, id: &str, revision: &str) -> std::result::Result<P
     match repo.get("model.safetensors.index.json") {
         Ok(index) => {
             let text = std::fs::read_to_string(&index).map_err(|e| e.to_string())?;
-            let parsed: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let parsed: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| e.to_string())?;
             let mut shards: Vec<&str> = parsed["weight_map"]
                 .as_object()
                 .ok_or("index has no weight_map")?
@@ -152,7 +157,8 @@ fn download(cache_dir: &Path, id: &str, revision: &str) -> std::result::Result<P
             shards.sort_unstable();
             shards.dedup();
             for shard in shards {
-                repo.get(shard).map_err(|e| format!("downloading {shard}: {e}"))?;
+                repo.get(shard)
+                    .map_err(|e| format!("downloading {shard}: {e}"))?;
             }
         }
         Err(_) => {

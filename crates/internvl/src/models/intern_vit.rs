@@ -100,7 +100,7 @@ impl InternVisionConfig {
         if self.hidden_size == 0 || self.num_attention_heads == 0 {
             return Err("hidden_size and num_attention_heads must be positive".into());
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -119,7 +119,10 @@ impl InternVisionConfig {
             ));
         }
         if self.num_channels != 3 {
-            return Err(format!("num_channels {} is not supported (RGB: 3)", self.num_channels));
+            return Err(format!(
+                "num_channels {} is not supported (RGB: 3)",
+                self.num_channels
+            ));
         }
         Ok(())
     }
@@ -189,7 +192,9 @@ impl Module for RmsNorm {
         }
         let dtype = x.dtype();
         let x32 = x.to_dtype(DType::F32)?;
-        let inv_rms = (x32.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        let inv_rms = (x32.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
+            .sqrt()?
+            .recip()?;
         x32.broadcast_mul(&inv_rms)?
             .to_dtype(dtype)?
             .broadcast_mul(&self.weight.to_dtype(dtype)?)
@@ -338,7 +343,8 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc2.forward(&crate::ops::gelu_erf(&self.fc1.forward(x)?)?)
+        self.fc2
+            .forward(&crate::ops::gelu_erf(&self.fc1.forward(x)?)?)
     }
 }
 
@@ -450,7 +456,11 @@ impl InternVisionModel {
     /// Number of blocks to run for a Python-style `select_layer`.
     fn resolve_layer(&self, select_layer: i64) -> Result<usize> {
         let states = self.layers.len() as i64 + 1;
-        let index = if select_layer < 0 { states + select_layer } else { select_layer };
+        let index = if select_layer < 0 {
+            states + select_layer
+        } else {
+            select_layer
+        };
         if !(0..states).contains(&index) {
             return Err(Error::InvalidArgument(format!(
                 "select_layer {select_layer} is out of range for {} blocks ({} hidden states)",

@@ -65,10 +65,13 @@ impl VisionModelFolder {
         })?;
         let vision_value = match kind {
             ModelKind::InternViT => config.clone(),
-            _ => config.get("vision_config").cloned().ok_or_else(|| Error::Config {
-                path: config_path.clone(),
-                reason: "no `vision_config`".into(),
-            })?,
+            _ => config
+                .get("vision_config")
+                .cloned()
+                .ok_or_else(|| Error::Config {
+                    path: config_path.clone(),
+                    reason: "no `vision_config`".into(),
+                })?,
         };
         let vision_config: InternVisionConfig =
             serde_json::from_value(vision_value).map_err(|e| Error::Config {
@@ -123,7 +126,11 @@ impl VisionModelFolder {
     pub fn load_vision(&self, dtype: DType, device: &Device) -> Result<InternVisionModel> {
         let root = self.checkpoint.var_builder(dtype, device);
         let prefix = self.kind.vision_prefix();
-        let vb = if prefix.is_empty() { root } else { root.pp(prefix) };
+        let vb = if prefix.is_empty() {
+            root
+        } else {
+            root.pp(prefix)
+        };
         let model = InternVisionModel::load(&self.vision_config, vb).map_err(|e| match e {
             Error::Candle(e) => Error::Checkpoint {
                 path: self.dir.clone(),
@@ -132,7 +139,11 @@ impl VisionModelFolder {
             },
             other => other,
         })?;
-        let scope = if prefix.is_empty() { String::new() } else { format!("{prefix}.") };
+        let scope = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}.")
+        };
         self.checkpoint.ensure_all_used(&scope)?;
         Ok(model)
     }
@@ -150,7 +161,10 @@ fn read_json(path: &Path) -> Result<Value> {
 }
 
 fn detect_kind(config: &Value) -> std::result::Result<ModelKind, String> {
-    let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let model_type = config
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     match model_type {
         "intern_vit_6b" | "internvl_vision" => Ok(ModelKind::InternViT),
         "internvl_chat" => Ok(ModelKind::InternVLChat),

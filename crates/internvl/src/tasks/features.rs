@@ -56,11 +56,17 @@ impl Preprocess {
 
 /// Parses `HxW` (e.g. `448x448`) into (height, width).
 pub fn parse_size(text: &str) -> Result<(usize, usize)> {
-    let bad = || Error::InvalidArgument(format!("size `{text}` is not HEIGHTxWIDTH (e.g. 448x448)"));
+    let bad =
+        || Error::InvalidArgument(format!("size `{text}` is not HEIGHTxWIDTH (e.g. 448x448)"));
     let (h, w) = text.split_once(['x', 'X']).ok_or_else(bad)?;
-    let (h, w): (usize, usize) = (h.trim().parse().map_err(|_| bad())?, w.trim().parse().map_err(|_| bad())?);
+    let (h, w): (usize, usize) = (
+        h.trim().parse().map_err(|_| bad())?,
+        w.trim().parse().map_err(|_| bad())?,
+    );
     if h == 0 || w == 0 {
-        return Err(Error::InvalidArgument(format!("size `{text}` must be positive")));
+        return Err(Error::InvalidArgument(format!(
+            "size `{text}` must be positive"
+        )));
     }
     Ok((h, w))
 }
@@ -82,12 +88,18 @@ impl Features {
     /// Writes the tensors (as f32) to a safetensors file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
-        tensors.insert("pixel_values".into(), self.pixel_values.to_dtype(DType::F32)?);
+        tensors.insert(
+            "pixel_values".into(),
+            self.pixel_values.to_dtype(DType::F32)?,
+        );
         tensors.insert(
             "last_hidden_state".into(),
             self.last_hidden_state.to_dtype(DType::F32)?,
         );
-        tensors.insert("pooler_output".into(), self.pooler_output.to_dtype(DType::F32)?);
+        tensors.insert(
+            "pooler_output".into(),
+            self.pooler_output.to_dtype(DType::F32)?,
+        );
         if let Some(h) = &self.hidden_states {
             tensors.insert("hidden_states".into(), h.to_dtype(DType::F32)?);
         }
@@ -99,7 +111,11 @@ impl Features {
 }
 
 /// Preprocesses every image (all must succeed: the error names the failing file) into `[N,3,H,W]`.
-pub fn preprocess_all(preprocess: &Preprocess, images: &[PathBuf], device: &Device) -> Result<Tensor> {
+pub fn preprocess_all(
+    preprocess: &Preprocess,
+    images: &[PathBuf],
+    device: &Device,
+) -> Result<Tensor> {
     if images.is_empty() {
         return Err(Error::InvalidArgument("no images given".into()));
     }

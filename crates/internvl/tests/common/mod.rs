@@ -36,5 +36,8 @@ pub fn rel_diff(actual: &Tensor, reference: &Tensor) -> f32 {
 pub fn assert_close(label: &str, actual: &Tensor, reference: &Tensor, tol: f32) {
     let rel = rel_diff(actual, reference);
     println!("{label:<48} max|diff|/max|ref| = {rel:.3e} (tolerance {tol:.0e})");
-    assert!(rel <= tol, "{label}: relative difference {rel:e} exceeds {tol:e}");
+    assert!(
+        rel <= tol,
+        "{label}: relative difference {rel:e} exceeds {tol:e}"
+    );
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use common::fixture;
 use internvl::models::hub::{resolve_model, HubOptions};
-use internvl::models::VisionModelFolder;
+use internvl::models::ModelFolder;
 
 /// A writable copy of a fixture's model folder.
 fn model_copy(case: &str) -> (tempfile::TempDir, PathBuf) {
@@ -23,7 +23,7 @@ fn model_copy(case: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn load_error(dir: &Path) -> String {
-    let err = VisionModelFolder::open(dir)
+    let err = ModelFolder::open(dir)
         .and_then(|f| f.load_vision(DType::F32, &Device::Cpu))
         .expect_err("loading must fail");
     let text = err.to_string();
@@ -212,7 +212,7 @@ fn hf_layout_loads_to_the_same_numbers() {
         "text_config": {"model_type": "qwen2"},
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let model = VisionModelFolder::open(&dir)
+    let model = ModelFolder::open(&dir)
         .unwrap()
         .load_vision(DType::F32, &Device::Cpu)
         .unwrap();
@@ -305,7 +305,7 @@ fn sharded_checkpoint_loads_to_the_same_numbers() {
     let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
 
-    let model = VisionModelFolder::open(&dir)
+    let model = ModelFolder::open(&dir)
         .unwrap()
         .load_vision(DType::F32, &Device::Cpu)
         .unwrap();

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use internvl::models::VisionModelFolder;
+use internvl::models::ModelFolder;
 use internvl::tasks::features::{extract, parse_size, preprocess_all, Preprocess};
 use serde_json::json;
 
@@ -38,7 +38,7 @@ pub struct Args {
 /// Extracts and writes the features.
 pub fn run(args: Args) -> Result<()> {
     let size = args.size.as_deref().map(parse_size).transpose()?;
-    let folder = VisionModelFolder::open(&args.model.folder()?)?;
+    let folder = ModelFolder::open(&args.model.folder()?)?;
     let preprocess = match size {
         Some((height, width)) => Preprocess::Resize { height, width },
         None => Preprocess::for_model(&folder)?,

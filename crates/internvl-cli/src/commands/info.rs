@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use internvl::models::intern_vit::NormType;
-use internvl::models::VisionModelFolder;
+use internvl::models::ModelFolder;
 use serde_json::json;
 
 use super::ModelArgs;
@@ -20,7 +20,7 @@ pub struct Args {
 /// Prints what the model folder holds.
 pub fn run(args: Args) -> Result<()> {
     let dir = args.model.folder()?;
-    let folder = VisionModelFolder::open(&dir)?;
+    let folder = ModelFolder::open(&dir)?;
     let vision = folder.vision_config();
     let checkpoint = folder.checkpoint();
     let prefix = folder.kind().vision_prefix();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::models::{InternVisionModel, VisionModelFolder};
+use crate::models::{InternVisionModel, ModelFolder};
 use crate::processing::image::load_rgb;
 use crate::processing::transforms::{resize_and_normalize, ClipImageProcessor};
 use crate::{Error, Result};
@@ -29,7 +29,7 @@ pub enum Preprocess {
 impl Preprocess {
     /// The model's own preprocessing: `preprocessor_config.json` if the folder has one, else a
     /// resize to the encoder's native `image_size`.
-    pub fn for_model(folder: &VisionModelFolder) -> Result<Self> {
+    pub fn for_model(folder: &ModelFolder) -> Result<Self> {
         match folder.preprocessor_config() {
             Some(path) => Ok(Preprocess::Processor(ClipImageProcessor::from_file(&path)?)),
             None => {

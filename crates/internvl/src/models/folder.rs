@@ -46,7 +46,7 @@ impl ModelKind {
 
 /// An opened model folder: its parsed configuration and memory-mapped weights.
 #[derive(Debug)]
-pub struct VisionModelFolder {
+pub struct ModelFolder {
     dir: PathBuf,
     kind: ModelKind,
     config: Value,
@@ -54,7 +54,7 @@ pub struct VisionModelFolder {
     checkpoint: Arc<Checkpoint>,
 }
 
-impl VisionModelFolder {
+impl ModelFolder {
     /// Reads `config.json`, checks the vision configuration and maps the weights.
     pub fn open(dir: &Path) -> Result<Self> {
         let config_path = dir.join("config.json");

@@ -196,3 +196,34 @@ fn input_embeddings_are_the_tied_lm_head_as_in_the_official_code() {
     println!("untied text hidden states: max|diff|/max|ref| = {rel:.3}");
     assert!(rel > 0.1);
 }
+
+#[test]
+fn clip_benchmark_transforms_match_official_pixels() {
+    use internvl::tasks::contrastive::{ImagePreprocessor, ImageTransform};
+    let golden = expected(CASE);
+    let model_dir = fixture(CASE).join("model");
+    let images: Vec<_> = ["inputs/img0_150x97_rgba.png", "inputs/img1_83x131.png"]
+        .iter()
+        .map(|p| internvl::processing::load_rgb(&fixture(CASE).join(p)).unwrap())
+        .collect();
+    for (transform, key) in [
+        (ImageTransform::Retrieval, "inputs/pixel_values_retrieval"),
+        (
+            ImageTransform::Classification,
+            "inputs/pixel_values_classification",
+        ),
+        (
+            ImageTransform::Processor,
+            "inputs/pixel_values_clip_image_processor",
+        ),
+    ] {
+        let pre = ImagePreprocessor::new(
+            transform,
+            70,
+            Some(&model_dir.join("preprocessor_config.json")),
+        )
+        .unwrap();
+        let pixels: Vec<Tensor> = images.iter().map(|i| pre.pixels(i).unwrap()).collect();
+        assert_close(key, &Tensor::stack(&pixels, 0).unwrap(), &golden[key], 1e-6);
+    }
+}

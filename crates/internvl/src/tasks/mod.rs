@@ -1,3 +1,4 @@
 //! End-user operations built from models and processing.
 
+pub mod contrastive;
 pub mod features;

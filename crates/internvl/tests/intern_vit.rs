@@ -5,10 +5,10 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{assert_close, expected, fixture, F32_TOLERANCE};
-use internvl::models::{InternVisionModel, VisionModelFolder};
+use internvl::models::{InternVisionModel, ModelFolder};
 
 fn load(case: &str) -> InternVisionModel {
-    let folder = VisionModelFolder::open(&fixture(case).join("model")).unwrap();
+    let folder = ModelFolder::open(&fixture(case).join("model")).unwrap();
     folder.load_vision(DType::F32, &Device::Cpu).unwrap()
 }
 
@@ -98,7 +98,7 @@ fn select_layer_equals_hidden_state() {
 
 #[test]
 fn bf16_compute_is_close_to_the_official_bf16_run() {
-    let folder = VisionModelFolder::open(&fixture("intern_vit_6b_style").join("model")).unwrap();
+    let folder = ModelFolder::open(&fixture("intern_vit_6b_style").join("model")).unwrap();
     let model = folder.load_vision(DType::BF16, &Device::Cpu);
     // candle's CPU matmul has no bf16 kernel: either it works (loose check) or it says so.
     match model.and_then(|m| {
@@ -114,4 +114,21 @@ fn bf16_compute_is_close_to_the_official_bf16_run() {
         ),
         Err(e) => println!("bf16 on CPU unavailable: {e}"),
     }
+}
+
+#[test]
+fn f16_compute_is_close_to_the_f32_reference() {
+    let folder = ModelFolder::open(&fixture("intern_vit_300m_style").join("model")).unwrap();
+    let model = folder.load_vision(DType::F16, &Device::Cpu).unwrap();
+    let golden = expected("intern_vit_300m_style");
+    let out = model
+        .forward(&golden["inputs/pixel_values"], false)
+        .unwrap();
+    assert_eq!(out.last_hidden_state.dtype(), DType::F16);
+    assert_close(
+        "f16 native/last_hidden_state (loose)",
+        &out.last_hidden_state,
+        &golden["native/last_hidden_state"],
+        2e-2,
+    );
 }

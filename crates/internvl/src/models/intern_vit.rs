@@ -142,14 +142,39 @@ impl InternVisionConfig {
 #[derive(Debug, Clone)]
 enum Norm {
     Rms(RmsNorm),
-    Layer(LayerNorm),
+    Layer(LayerNorm32),
+}
+
+/// LayerNorm whose statistics and affine transform run in f32 whatever the compute dtype (as
+/// PyTorch's LayerNorm does for half inputs), the result cast back.
+#[derive(Debug, Clone)]
+pub struct LayerNorm32 {
+    norm: LayerNorm,
+}
+
+impl LayerNorm32 {
+    /// Loads `weight` and `bias` of length `size`, kept in f32.
+    pub fn load(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get(size, "weight")?.to_dtype(DType::F32)?;
+        let bias = vb.get(size, "bias")?.to_dtype(DType::F32)?;
+        Ok(Self {
+            norm: LayerNorm::new(weight, bias, eps),
+        })
+    }
+}
+
+impl Module for LayerNorm32 {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dtype = x.dtype();
+        self.norm.forward(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)
+    }
 }
 
 impl Norm {
     fn load(kind: NormType, size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(match kind {
             NormType::RmsNorm => Norm::Rms(RmsNorm::load(size, eps, vb)?),
-            NormType::LayerNorm => Norm::Layer(candle_nn::layer_norm(size, eps, vb)?),
+            NormType::LayerNorm => Norm::Layer(LayerNorm32::load(size, eps, vb)?),
         })
     }
 }
@@ -158,11 +183,7 @@ impl Module for Norm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Norm::Rms(n) => n.forward(x),
-            Norm::Layer(n) => {
-                // Statistics in f32 for half-precision inputs, as PyTorch does.
-                let dtype = x.dtype();
-                n.forward(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)
-            }
+            Norm::Layer(n) => n.forward(x),
         }
     }
 }

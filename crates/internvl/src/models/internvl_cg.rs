@@ -2,11 +2,11 @@
 //! InternVL-C (contrastive) and InternVL-G (generative). Spec: shared/spec/qllama_internvl_cg.md.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
 use crate::models::folder::{ModelFolder, ModelKind};
-use crate::models::intern_vit::InternVisionModel;
+use crate::models::intern_vit::{InternVisionModel, LayerNorm32};
 use crate::models::qllama::{build_mask, QLlama, QLlamaCache, QLlamaConfig};
 use crate::{Error, Result};
 
@@ -74,9 +74,9 @@ impl Head {
 /// separate LayerNorms (eps 1e-5) and q/k/v biases stored as separate parameters.
 #[derive(Debug, Clone)]
 struct AttentionPooling {
-    norm_q: LayerNorm,
-    norm_k: LayerNorm,
-    norm_v: LayerNorm,
+    norm_q: LayerNorm32,
+    norm_k: LayerNorm32,
+    norm_v: LayerNorm32,
     q: (Tensor, Tensor),
     k: (Tensor, Tensor),
     v: (Tensor, Tensor),
@@ -94,9 +94,9 @@ impl AttentionPooling {
             ))
         };
         Ok(Self {
-            norm_q: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1_q"))?,
-            norm_k: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1_k"))?,
-            norm_v: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1_v"))?,
+            norm_q: LayerNorm32::load(dim, 1e-5, vb.pp("norm1_q"))?,
+            norm_k: LayerNorm32::load(dim, 1e-5, vb.pp("norm1_k"))?,
+            norm_v: LayerNorm32::load(dim, 1e-5, vb.pp("norm1_v"))?,
             q: qkv("q")?,
             k: qkv("k")?,
             v: qkv("v")?,

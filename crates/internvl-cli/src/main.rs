@@ -26,6 +26,14 @@ enum Command {
     Features(commands::features::Args),
     /// Time the InternViT-300M-448px-shaped encoder on one 448x448 image (random weights).
     Bench(commands::bench::Args),
+    /// InternVL-C/G image and text embeddings (L2-normalised) and their logits.
+    Embed(commands::embed::Args),
+    /// Zero-shot classification of images or videos with InternVL-C/G.
+    Classify(commands::classify::Args),
+    /// Image→text and text→image retrieval with InternVL-C/G.
+    Retrieve(commands::retrieve::Args),
+    /// Zero-shot captions with InternVL-G (QLLaMA), greedy or beam search.
+    Caption(commands::caption::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +48,10 @@ fn main() -> ExitCode {
         Command::Info(args) => commands::info::run(args),
         Command::Features(args) => commands::features::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Embed(args) => commands::embed::run(args),
+        Command::Classify(args) => commands::classify::run(args),
+        Command::Retrieve(args) => commands::retrieve::run(args),
+        Command::Caption(args) => commands::caption::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -51,12 +51,28 @@ pub enum Error {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// A tokenizer file is corrupt, inconsistent or uses a feature that is not supported.
+    #[error("tokenizer {origin}: {reason}")]
+    Tokenizer {
+        /// The file (or a description such as `<bytes>`) the tokenizer came from.
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// An [`Error::Tokenizer`] for `origin` with the given reason.
+    pub fn tokenizer(origin: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+        Error::Tokenizer {
+            origin: origin.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
     /// An [`Error::Image`] for `path` with the given reason.
     pub fn image(path: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
         Error::Image {

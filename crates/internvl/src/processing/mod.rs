@@ -12,6 +12,7 @@
 
 pub mod image;
 pub mod resize;
+pub mod tokenizer;
 pub mod transforms;
 
 pub use self::image::{decode_rgb, load_rgb};

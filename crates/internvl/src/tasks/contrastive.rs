@@ -5,12 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use image::RgbImage;
 
-use crate::models::internvl_cg::{l2_normalize, Head, InternVLCG};
+use crate::models::internvl_cg::{l2_normalize, CaptionOptions, Head, InternVLCG};
+use crate::models::ModelFolder;
 use crate::processing::image::load_rgb;
 use crate::processing::resize::resize_bicubic;
+use crate::processing::tokenizer::{InternVlCgTextTokenizer, SUMMARIZE_PREFIX};
 use crate::processing::transforms::{
     resize_and_normalize, to_normalized_tensor, ClipImageProcessor, IMAGENET_MEAN, IMAGENET_STD,
 };
@@ -321,5 +323,162 @@ mod tests {
             ImageTransform::Retrieval
         );
         assert!("squash".parse::<ImageTransform>().is_err());
+    }
+}
+
+/// A loaded InternVL-C/G model with its tokenizer and image preprocessing, ready for the
+/// `embed`, `classify`, `retrieve` and `caption` commands.
+#[derive(Debug)]
+pub struct ContrastiveSession {
+    model: InternVLCG,
+    tokenizer: InternVlCgTextTokenizer,
+    preprocessor: ImagePreprocessor,
+    device: Device,
+}
+
+impl ContrastiveSession {
+    /// Loads model, tokenizer and the chosen image transform from a release folder.
+    pub fn open(
+        folder: &ModelFolder,
+        transform: ImageTransform,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let model = InternVLCG::load(folder, dtype, device)?;
+        let tokenizer = InternVlCgTextTokenizer::from_folder(folder.dir())?;
+        let preprocessor = ImagePreprocessor::new(
+            transform,
+            model.image_size(),
+            folder.preprocessor_config().as_deref(),
+        )?;
+        Ok(Self {
+            model,
+            tokenizer,
+            preprocessor,
+            device: device.clone(),
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &InternVLCG {
+        &self.model
+    }
+
+    /// Indices of the texts that the release's 80-token limit truncates (their EOS is kept).
+    pub fn truncated_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<usize>> {
+        let limit = self.tokenizer.max_length() - 2;
+        let mut out = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let body = self.tokenizer.tokenizer().encode(
+                &format!("{SUMMARIZE_PREFIX}{}", text.as_ref()),
+                false,
+                false,
+            )?;
+            if body.len() > limit {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
+    /// L2-normalised text embeddings `[N, E]` (`"summarize:"` prefix, BOS/EOS, right padding with 0).
+    pub fn text_embeds_normalized<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
+        if texts.is_empty() {
+            return Err(Error::InvalidArgument("no texts".into()));
+        }
+        let ids = self
+            .tokenizer
+            .encode_batch(texts)?
+            .input_ids_tensor(&self.device)?;
+        l2_normalize(&self.model.text_embeds(&ids)?.to_dtype(DType::F32)?)
+    }
+
+    /// L2-normalised image embeddings, one result per file.
+    pub fn image_embeds_normalized(
+        &self,
+        paths: &[PathBuf],
+        head: Head,
+    ) -> Result<Vec<ItemResult<Vec<f32>>>> {
+        let embeds = embed_image_files(&self.model, &self.preprocessor, head, paths, &self.device)?;
+        embeds
+            .into_iter()
+            .map(|r| match r {
+                Ok(t) => Ok(Ok(l2_normalize(&t.to_dtype(DType::F32)?)?.to_vec1::<f32>()?)),
+                Err(e) => Ok(Err(e)),
+            })
+            .collect()
+    }
+
+    /// Unnormalised image embeddings `[E]` per file (for video frame averaging).
+    pub fn image_embeds_raw(
+        &self,
+        paths: &[PathBuf],
+        head: Head,
+    ) -> Result<Vec<ItemResult<Tensor>>> {
+        embed_image_files(&self.model, &self.preprocessor, head, paths, &self.device)
+    }
+
+    /// `exp(logit_scale) · image · textsᵀ` for one normalised image embedding and normalised
+    /// text embeddings `[T, E]`.
+    pub fn logits_for(&self, image: &[f32], texts: &Tensor) -> Result<Vec<f32>> {
+        let image = Tensor::new(image, texts.device())?.unsqueeze(0)?;
+        let logits = (image.matmul(&texts.t()?)? * self.model.logit_scale()? as f64)?;
+        Ok(logits.squeeze(0)?.to_vec1::<f32>()?)
+    }
+
+    /// The zero-shot classifier `[E, classes]` from class names and templates (`{c}` is replaced
+    /// by the class name; no templates means the class name alone).
+    pub fn classifier(&self, classes: &[String], templates: &[String]) -> Result<Tensor> {
+        if classes.is_empty() {
+            return Err(Error::InvalidArgument("empty label list".into()));
+        }
+        let embeds = classes
+            .iter()
+            .map(|c| {
+                let prompts: Vec<String> = if templates.is_empty() {
+                    vec![c.clone()]
+                } else {
+                    templates.iter().map(|t| t.replace("{c}", c)).collect()
+                };
+                let ids = self
+                    .tokenizer
+                    .encode_batch(&prompts)?
+                    .input_ids_tensor(&self.device)?;
+                Ok(self.model.text_embeds(&ids)?.to_dtype(DType::F32)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        classifier_weights(&embeds)
+    }
+
+    /// Captions image files; one result per file.
+    pub fn caption(
+        &self,
+        paths: &[PathBuf],
+        prompt: &str,
+        options: &CaptionOptions,
+    ) -> Result<Vec<ItemResult<(String, Vec<u32>)>>> {
+        let prompt_ids = self.tokenizer.tokenizer().encode(prompt, true, false)?;
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            let pixels = match load_rgb(path).and_then(|img| self.preprocessor.pixels(&img)) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(Err(e.to_string()));
+                    continue;
+                }
+            };
+            let tokens = self
+                .model
+                .vision_tokens(&pixels.unsqueeze(0)?.to_device(&self.device)?)?;
+            let caption = self.model.caption(&tokens, &prompt_ids, options)?;
+            let text = self
+                .tokenizer
+                .tokenizer()
+                .decode(&caption.token_ids, true)?
+                .trim()
+                .to_string();
+            out.push(Ok((text, caption.token_ids)));
+        }
+        Ok(out)
     }
 }

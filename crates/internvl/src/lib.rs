@@ -7,6 +7,7 @@
 
 pub mod benchmark;
 pub mod error;
+pub mod evaluation;
 pub mod models;
 pub mod ops;
 pub mod processing;

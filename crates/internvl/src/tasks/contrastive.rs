@@ -136,6 +136,9 @@ fn round_half_even(x: f64) -> f64 {
 /// The result for one input item: its value or the error that stopped it.
 pub type ItemResult<T> = std::result::Result<T, String>;
 
+/// A decoded caption and its generated token ids.
+pub type CaptionText = (String, Vec<u32>);
+
 /// Unnormalised image embeddings of image files, one result per file (a file that fails to
 /// decode gets its own error; the others are still embedded).
 pub fn embed_image_files(
@@ -456,7 +459,7 @@ impl ContrastiveSession {
         paths: &[PathBuf],
         prompt: &str,
         options: &CaptionOptions,
-    ) -> Result<Vec<ItemResult<(String, Vec<u32>)>>> {
+    ) -> Result<Vec<ItemResult<CaptionText>>> {
         let prompt_ids = self.tokenizer.tokenizer().encode(prompt, true, false)?;
         let mut out = Vec::with_capacity(paths.len());
         for path in paths {

@@ -7,7 +7,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/assets/photos"
-if [[ -f "$out/captions.json" ]]; then
+if [[ -f "$out/karpathy_test.json" ]]; then
   echo "photos already in $out"
   exit 0
 fi
@@ -63,6 +63,11 @@ for cls in sorted(os.listdir(out)):
     for f in sorted(os.listdir(d)):
         items.append({"image": f"{cls}/{f}", "label": cls, "caption": captions[cls]})
 json.dump({"classes": sorted(captions), "items": items}, open(os.path.join(out, "captions.json"), "w"), indent=1)
+# The same set as a Karpathy-split JSON (COCO / Flickr30K format) for `internvl eval retrieval|caption`.
+karpathy = {"images": [{"filepath": os.path.dirname(it["image"]), "filename": os.path.basename(it["image"]),
+                        "split": "test", "sentences": [{"raw": it["caption"]}, {"raw": it["caption"].replace("a photo of", "an image of")}]}
+                       for it in items]}
+json.dump(karpathy, open(os.path.join(out, "karpathy_test.json"), "w"), indent=1)
 print(f"{len(items)} photos in {len(captions)} classes -> {out}")
 PY
 cat > "$out/SOURCES.md" <<'MD'

@@ -34,6 +34,8 @@ enum Command {
     Retrieve(commands::retrieve::Args),
     /// Zero-shot captions with InternVL-G (QLLaMA), greedy or beam search.
     Caption(commands::caption::Args),
+    /// Evaluation harness: zero-shot classification, retrieval and captioning metrics.
+    Eval(commands::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => commands::classify::run(args),
         Command::Retrieve(args) => commands::retrieve::run(args),
         Command::Caption(args) => commands::caption::run(args),
+        Command::Eval(args) => commands::eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod caption;
 pub mod classify;
 pub mod embed;
+pub mod eval;
 pub mod features;
 pub mod info;
 pub mod retrieve;

@@ -1,4 +1,5 @@
 //! End-user operations built from models and processing.
 
 pub mod contrastive;
+pub mod evaluate;
 pub mod features;

@@ -1,0 +1,258 @@
+//! `internvl eval zeroshot | retrieval | caption`: the evaluation harness. Each run writes
+//! `results.json`, `results.md` (and `confusion_matrix.png` / `captions.json`) to `--out`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use internvl::evaluation::{
+    markdown_table, save_confusion_matrix_png, EvalResult, RetrievalDataset, ZeroShotDataset,
+};
+use internvl::models::internvl_cg::CaptionOptions;
+use internvl::tasks::contrastive::ImageTransform;
+use internvl::tasks::evaluate;
+use serde_json::json;
+
+use super::classify::read_json_list;
+use super::ClipArgs;
+
+/// Arguments of `internvl eval`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Zero-shot classification: top-1 / top-5 accuracy, mean per-class recall, confusion matrix.
+    Zeroshot(ZeroshotArgs),
+    /// Image–text retrieval on a Karpathy-split JSON (COCO / Flickr30K format): R@1/5/10.
+    Retrieval(RetrievalArgs),
+    /// Captioning: BLEU-1..4 and CIDEr-D as pycocoevalcap computes them.
+    Caption(CaptionArgs),
+}
+
+/// Options every evaluation takes.
+#[derive(Debug, clap::Args)]
+struct Common {
+    #[command(flatten)]
+    clip: ClipArgs,
+    /// Folder for results.json, results.md and the plots.
+    #[arg(long, default_value = "eval-results")]
+    out: PathBuf,
+    /// Name of the dataset in the report (default: the data path's file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Print the results as one JSON document instead of the Markdown table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ZeroshotArgs {
+    #[command(flatten)]
+    common: Common,
+    /// An image folder with one sub-folder per class, or a CSV / JSONL list (path,label).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// A folder with one sub-folder per class holding video files or frame folders.
+    #[arg(long)]
+    videos: Option<PathBuf>,
+    /// Frames sampled per video.
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
+    /// clip_benchmark class-name JSON (default: the class folder names / list labels).
+    #[arg(long)]
+    classnames: Option<PathBuf>,
+    /// clip_benchmark template JSON (default: the class name alone).
+    #[arg(long)]
+    templates: Option<PathBuf>,
+    /// Key in the class-name / template JSON.
+    #[arg(long)]
+    dataset: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RetrievalArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Karpathy-split JSON, COCO captions JSON, caption list JSON or Flickr txt.
+    #[arg(long)]
+    data: PathBuf,
+    /// Folder the image paths of --data are relative to (default: the data file's folder).
+    #[arg(long)]
+    image_root: Option<PathBuf>,
+    /// Split of a Karpathy JSON.
+    #[arg(long, default_value = "test")]
+    split: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct CaptionArgs {
+    #[command(flatten)]
+    retrieval: RetrievalArgs,
+    /// Caption prompt.
+    #[arg(long, default_value = "English caption:")]
+    prompt: String,
+    /// Beam width (the release's evaluation: 5).
+    #[arg(long, default_value_t = 5)]
+    num_beams: usize,
+    /// Most tokens per caption.
+    #[arg(long, default_value_t = 30)]
+    max_new_tokens: usize,
+    /// EOS forbidden before this many tokens.
+    #[arg(long, default_value_t = 8)]
+    min_new_tokens: usize,
+}
+
+/// Runs the chosen evaluation.
+pub fn run(args: Args) -> Result<()> {
+    match args.task {
+        Task::Zeroshot(a) => zeroshot(a),
+        Task::Retrieval(a) => retrieval(a),
+        Task::Caption(a) => caption(a),
+    }
+}
+
+fn dataset_name(common: &Common, data: &Path) -> String {
+    common.name.clone().unwrap_or_else(|| {
+        data.file_stem()
+            .or(data.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| data.display().to_string())
+    })
+}
+
+fn write_report(common: &Common, result: &EvalResult) -> Result<()> {
+    std::fs::create_dir_all(&common.out)
+        .with_context(|| format!("creating {}", common.out.display()))?;
+    result.save_json(common.out.join("results.json"))?;
+    let table = markdown_table(std::slice::from_ref(result));
+    std::fs::write(common.out.join("results.md"), &table)
+        .with_context(|| format!("writing {}", common.out.display()))?;
+    if common.json {
+        println!("{}", result.to_json());
+    } else {
+        print!("{table}");
+    }
+    eprintln!("results in {}", common.out.display());
+    Ok(())
+}
+
+fn zeroshot(a: ZeroshotArgs) -> Result<()> {
+    let common = &a.common;
+    let session = common.clip.open(ImageTransform::Classification)?;
+    let head = common.clip.head()?;
+    let templates = match &a.templates {
+        Some(p) => read_json_list(p, a.dataset.as_deref(), "imagenet1k")?,
+        None => Vec::new(),
+    };
+    let (data, metrics, names, samples) = match (&a.images, &a.videos) {
+        (Some(images), None) => {
+            let set = if images.is_dir() {
+                ZeroShotDataset::from_image_folder(images)?
+            } else {
+                ZeroShotDataset::from_list(images, None)?
+            };
+            let names = class_names(&a, &set.class_names)?;
+            let m =
+                evaluate::zero_shot(&session, &set, &names, &templates, head, common.batch_size)?;
+            (images.clone(), m, names, set.samples.len())
+        }
+        (None, Some(videos)) => {
+            let (folders, items) = evaluate::video_folder(videos)?;
+            let names = class_names(&a, &folders)?;
+            let m =
+                evaluate::zero_shot_videos(&session, &items, &names, &templates, head, a.frames)?;
+            (videos.clone(), m, names, items.len())
+        }
+        _ => bail!("give exactly one of --images and --videos"),
+    };
+    let result = evaluate::classification_result(
+        &common.clip.model.model,
+        &dataset_name(common, &data),
+        samples,
+        &metrics,
+    );
+    write_report(common, &result)?;
+    let png = common.out.join("confusion_matrix.png");
+    save_confusion_matrix_png(&metrics.confusion, &names, &png)?;
+    eprintln!("confusion matrix: {}", png.display());
+    Ok(())
+}
+
+/// The class names for the prompts: from --classnames when given (same count as the folders).
+fn class_names(a: &ZeroshotArgs, folders: &[String]) -> Result<Vec<String>> {
+    match &a.classnames {
+        None => Ok(folders.iter().map(|n| n.replace('_', " ")).collect()),
+        Some(p) => {
+            let names = read_json_list(p, a.dataset.as_deref(), "imagenet1k")?;
+            if names.len() != folders.len() {
+                bail!(
+                    "{} lists {} class names but the data has {} classes",
+                    p.display(),
+                    names.len(),
+                    folders.len()
+                );
+            }
+            Ok(names)
+        }
+    }
+}
+
+fn load_retrieval(a: &RetrievalArgs) -> Result<RetrievalDataset> {
+    let root = a
+        .image_root
+        .clone()
+        .unwrap_or_else(|| a.data.parent().map(Path::to_path_buf).unwrap_or_default());
+    Ok(RetrievalDataset::load(&a.data, &a.split, &root)?)
+}
+
+fn retrieval(a: RetrievalArgs) -> Result<()> {
+    let dataset = load_retrieval(&a)?;
+    let session = a.common.clip.open(ImageTransform::Retrieval)?;
+    let head = a.common.clip.head()?;
+    let name = dataset_name(&a.common, &a.data);
+    let result = evaluate::retrieval(
+        &session,
+        &dataset,
+        head,
+        a.common.batch_size,
+        &a.common.clip.model.model,
+        &name,
+    )?;
+    write_report(&a.common, &result)
+}
+
+fn caption(a: CaptionArgs) -> Result<()> {
+    let r = &a.retrieval;
+    let dataset = load_retrieval(r)?;
+    let session = r.common.clip.open(ImageTransform::Retrieval)?;
+    let options = CaptionOptions {
+        max_new_tokens: a.max_new_tokens,
+        min_new_tokens: a.min_new_tokens,
+        num_beams: a.num_beams.max(1),
+    };
+    let name = dataset_name(&r.common, &r.data);
+    let (result, captions) = evaluate::captioning(
+        &session,
+        &dataset,
+        &a.prompt,
+        &options,
+        &r.common.clip.model.model,
+        &name,
+    )?;
+    write_report(&r.common, &result)?;
+    let listing: Vec<_> = captions
+        .iter()
+        .map(|(image, text)| json!({"image": image, "caption": text}))
+        .collect();
+    let path = r.common.out.join("captions.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&listing)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

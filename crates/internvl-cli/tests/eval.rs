@@ -122,6 +122,29 @@ fn zeroshot_retrieval_and_caption_on_a_small_set() {
 }
 
 #[test]
+fn zeroshot_on_a_folder_of_videos() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    small_set(&images);
+    // Each class holds one "video": a folder of frames.
+    let videos = tmp.path().join("videos");
+    for class in ["cat", "panda"] {
+        let clip = videos.join(class).join("clip0");
+        std::fs::create_dir_all(&clip).unwrap();
+        for entry in std::fs::read_dir(images.join(class)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), clip.join(entry.file_name())).unwrap();
+        }
+    }
+    let r = run_eval(
+        &["zeroshot", "--videos", videos.to_str().unwrap(), "--frames", "2"],
+        &tmp.path().join("out"),
+    );
+    assert_eq!(r["num_samples"], 2);
+    assert!((0.0..=1.0).contains(&metric(&r, "acc1")));
+}
+
+#[test]
 fn eval_errors_name_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tmp.path().join("empty_class")).unwrap();

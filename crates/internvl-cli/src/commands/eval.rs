@@ -164,11 +164,17 @@ fn zeroshot(a: ZeroshotArgs) -> Result<()> {
             (images.clone(), m, names, set.samples.len())
         }
         (None, Some(videos)) => {
-            let (folders, items) = evaluate::video_folder(videos)?;
-            let names = class_names(&a, &folders)?;
-            let m =
-                evaluate::zero_shot_videos(&session, &items, &names, &templates, head, a.frames)?;
-            (videos.clone(), m, names, items.len())
+            let set = evaluate::video_folder(videos)?;
+            let names = class_names(&a, &set.class_names)?;
+            let m = evaluate::zero_shot_videos(
+                &session,
+                &set.samples,
+                &names,
+                &templates,
+                head,
+                a.frames,
+            )?;
+            (videos.clone(), m, names, set.samples.len())
         }
         _ => bail!("give exactly one of --images and --videos"),
     };

@@ -136,8 +136,9 @@ fn score_classification(
     classification_metrics(&ScoreMatrix::new(&data, n, c)?, labels)
 }
 
-/// A video classification set: `root/<class>/<video file or frame folder>`, classes sorted.
-pub fn video_folder(root: &Path) -> Result<(Vec<String>, Vec<(PathBuf, usize)>)> {
+/// A video classification set: `root/<class>/<video file or frame folder>`, classes sorted; the
+/// samples are the videos.
+pub fn video_folder(root: &Path) -> Result<ZeroShotDataset> {
     let entries = |dir: &Path| -> Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|source| Error::Io {
@@ -178,7 +179,10 @@ pub fn video_folder(root: &Path) -> Result<(Vec<String>, Vec<(PathBuf, usize)>)>
         );
         videos.extend(items.into_iter().map(|v| (v, index)));
     }
-    Ok((names, videos))
+    Ok(ZeroShotDataset {
+        class_names: names,
+        samples: videos,
+    })
 }
 
 /// The result record of a classification run.

@@ -7,6 +7,7 @@ pub mod folder;
 pub mod hub;
 pub mod intern_vit;
 pub mod internvl_cg;
+pub mod internvl_chat;
 pub mod qllama;
 
 pub use checkpoint::Checkpoint;

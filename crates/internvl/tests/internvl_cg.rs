@@ -99,6 +99,7 @@ fn greedy_captions_match_official_ids_and_logits() {
         max_new_tokens: reference[0].len(),
         min_new_tokens: 8,
         num_beams: 1,
+        eos_token_id: None,
     };
     for (i, prompt) in prompts.iter().enumerate() {
         let caption = model
@@ -139,6 +140,7 @@ fn beam_search_runs_and_returns_a_full_length_or_eos_caption() {
         max_new_tokens: 6,
         min_new_tokens: 2,
         num_beams: 3,
+        eos_token_id: None,
     };
     let caption = model.caption(&vit, &prompt, &options).unwrap();
     assert!(!caption.token_ids.is_empty() && caption.token_ids.len() <= 6);
@@ -226,4 +228,59 @@ fn clip_benchmark_transforms_match_official_pixels() {
         let pixels: Vec<Tensor> = images.iter().map(|i| pre.pixels(i).unwrap()).collect();
         assert_close(key, &Tensor::stack(&pixels, 0).unwrap(), &golden[key], 1e-6);
     }
+}
+
+#[test]
+fn beam_search_matches_the_official_generate() {
+    let model = load();
+    let golden = expected(CASE);
+    let vit = model
+        .vision_tokens(&golden["inputs/pixel_values_retrieval"])
+        .unwrap();
+    let prompts = golden["caption/input_ids"]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec2::<u32>()
+        .unwrap();
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("internvl_c_g_beam/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for (name, rows) in reference["cases"].as_object().unwrap() {
+        let Some(spec) = name.strip_prefix("beams") else {
+            continue;
+        };
+        // "beams{B}_max{N}_min{M}[_eos{E}]"
+        let parts: Vec<usize> = spec
+            .split('_')
+            .map(|p| {
+                p.trim_start_matches(|c: char| c.is_alphabetic())
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let options = CaptionOptions {
+            num_beams: parts[0],
+            max_new_tokens: parts[1],
+            min_new_tokens: parts[2],
+            eos_token_id: parts.get(3).map(|&e| e as u32),
+        };
+        for (i, prompt) in prompts.iter().enumerate() {
+            let ours = model
+                .caption(&vit.narrow(0, i, 1).unwrap(), prompt, &options)
+                .unwrap()
+                .token_ids;
+            let theirs: Vec<u32> = rows[i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(ours, theirs, "{name} image {i}");
+            checked += 1;
+        }
+    }
+    println!("{checked} beam-search captions identical to the official generate()");
+    assert_eq!(checked, 28);
 }

@@ -45,6 +45,7 @@ pub fn run(args: Args) -> Result<()> {
         max_new_tokens: args.max_new_tokens,
         min_new_tokens: args.min_new_tokens,
         num_beams: args.num_beams,
+        eos_token_id: None,
     };
     let captions = session.caption(&args.images, &args.prompt, &options)?;
     let mut failures = 0;

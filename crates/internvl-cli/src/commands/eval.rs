@@ -242,6 +242,7 @@ fn caption(a: CaptionArgs) -> Result<()> {
         max_new_tokens: a.max_new_tokens,
         min_new_tokens: a.min_new_tokens,
         num_beams: a.num_beams.max(1),
+        eos_token_id: None,
     };
     let name = dataset_name(&r.common, &r.data);
     let (result, captions) = evaluate::captioning(

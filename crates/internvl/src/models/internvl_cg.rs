@@ -155,6 +155,8 @@ pub struct CaptionOptions {
     pub min_new_tokens: usize,
     /// 1 = greedy.
     pub num_beams: usize,
+    /// Stop token (default: the QLLaMA config's `eos_token_id`), like `generate(eos_token_id=…)`.
+    pub eos_token_id: Option<u32>,
 }
 
 impl Default for CaptionOptions {
@@ -163,6 +165,7 @@ impl Default for CaptionOptions {
             max_new_tokens: 30,
             min_new_tokens: 8,
             num_beams: 1,
+            eos_token_id: None,
         }
     }
 }
@@ -355,7 +358,9 @@ impl InternVLCG {
         }
         let mut cache = QLlamaCache::default();
         let mut logits = self.prefill(vision_tokens, prompt, &mut cache)?;
-        let eos = self.qllama.config().eos_token_id;
+        let eos = options
+            .eos_token_id
+            .unwrap_or(self.qllama.config().eos_token_id);
         let (mut ids, mut steps) = (Vec::new(), Vec::new());
         for step in 0..options.max_new_tokens {
             steps.push(logits.clone());
@@ -422,7 +427,9 @@ impl InternVLCG {
         prompt: &[u32],
         options: &CaptionOptions,
     ) -> Result<Caption> {
-        let eos = self.qllama.config().eos_token_id;
+        let eos = options
+            .eos_token_id
+            .unwrap_or(self.qllama.config().eos_token_id);
         let width = options.num_beams;
         let mut cache = QLlamaCache::default();
         let logits = self.prefill(vision_tokens, prompt, &mut cache)?;

@@ -137,7 +137,13 @@ fn zeroshot_on_a_folder_of_videos() {
         }
     }
     let r = run_eval(
-        &["zeroshot", "--videos", videos.to_str().unwrap(), "--frames", "2"],
+        &[
+            "zeroshot",
+            "--videos",
+            videos.to_str().unwrap(),
+            "--frames",
+            "2",
+        ],
         &tmp.path().join("out"),
     );
     assert_eq!(r["num_samples"], 2);

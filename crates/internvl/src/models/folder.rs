@@ -131,14 +131,8 @@ impl ModelFolder {
         } else {
             root.pp(prefix)
         };
-        let model = InternVisionModel::load(&self.vision_config, vb).map_err(|e| match e {
-            Error::Candle(e) => Error::Checkpoint {
-                path: self.dir.clone(),
-                // The first line: candle may append a backtrace.
-                reason: e.to_string().lines().next().unwrap_or_default().to_string(),
-            },
-            other => other,
-        })?;
+        let model = InternVisionModel::load(&self.vision_config, vb)
+            .map_err(|e| self.checkpoint_error(e))?;
         let scope = if prefix.is_empty() {
             String::new()
         } else {
@@ -146,6 +140,21 @@ impl ModelFolder {
         };
         self.checkpoint.ensure_all_used(&scope)?;
         Ok(model)
+    }
+}
+
+impl ModelFolder {
+    /// Turns a tensor-loading failure (missing tensor, wrong shape, ...) into a checkpoint error
+    /// that names this folder; other errors pass through.
+    pub fn checkpoint_error(&self, error: Error) -> Error {
+        match error {
+            Error::Candle(e) => Error::Checkpoint {
+                path: self.dir.clone(),
+                // The first line: candle may append a backtrace.
+                reason: e.to_string().lines().next().unwrap_or_default().to_string(),
+            },
+            other => other,
+        }
     }
 }
 

@@ -196,14 +196,8 @@ impl InternVLCG {
             })?;
         let vision = folder.load_vision(dtype, device)?;
         let vb = folder.checkpoint().var_builder(dtype, device);
-        let with_path = |e: Error| match e {
-            Error::Candle(e) => Error::Checkpoint {
-                path: folder.dir().to_path_buf(),
-                reason: e.to_string().lines().next().unwrap_or_default().to_string(),
-            },
-            other => other,
-        };
-        let model = Self::load_heads(&config, vision, vb).map_err(with_path)?;
+        let model =
+            Self::load_heads(&config, vision, vb).map_err(|e| folder.checkpoint_error(e))?;
         folder.checkpoint().ensure_all_used("")?;
         Ok(model)
     }

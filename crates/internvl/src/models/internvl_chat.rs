@@ -162,13 +162,8 @@ impl ChatVision {
         }
         let input = vision.config().hidden_size * 4;
         let vb = folder.checkpoint().var_builder(dtype, device);
-        let projector = Projector::load(input, llm_hidden, vb.pp("mlp1")).map_err(|e| match e {
-            Error::Candle(e) => Error::Checkpoint {
-                path: folder.dir().to_path_buf(),
-                reason: e.to_string().lines().next().unwrap_or_default().to_string(),
-            },
-            other => other,
-        })?;
+        let projector = Projector::load(input, llm_hidden, vb.pp("mlp1"))
+            .map_err(|e| folder.checkpoint_error(e))?;
         folder.checkpoint().ensure_all_used("mlp1.")?;
         Ok(Self {
             config,

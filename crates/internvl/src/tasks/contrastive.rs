@@ -214,17 +214,29 @@ pub fn sample_frame_indices(total: usize, count: usize) -> Result<Vec<usize>> {
         .collect())
 }
 
-/// The frames of a video given as a folder of images (sorted by name), sampled uniformly.
-pub fn frames_from_folder(dir: &Path, count: usize) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The entries of a folder sorted by name, hidden ones (`.name`) left out.
+pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|source| Error::Io {
             path: dir.to_path_buf(),
             source,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    entries.sort();
+    Ok(entries)
+}
+
+/// The frames of a video given as a folder of images (sorted by name), sampled uniformly.
+pub fn frames_from_folder(dir: &Path, count: usize) -> Result<Vec<PathBuf>> {
+    let files: Vec<PathBuf> = sorted_entries(dir)?
+        .into_iter()
         .filter(|p| p.is_file())
         .collect();
-    files.sort();
     if files.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "video folder {} has no frames",

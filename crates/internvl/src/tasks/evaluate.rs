@@ -14,7 +14,7 @@ use crate::evaluation::{
 };
 use crate::models::internvl_cg::{l2_normalize, CaptionOptions, Head};
 use crate::tasks::contrastive::{
-    frames_from_folder, frames_from_video, video_embedding, ContrastiveSession,
+    frames_from_folder, frames_from_video, sorted_entries, video_embedding, ContrastiveSession,
 };
 use crate::{Error, Result};
 
@@ -139,22 +139,10 @@ fn score_classification(
 /// A video classification set: `root/<class>/<video file or frame folder>`, classes sorted; the
 /// samples are the videos.
 pub fn video_folder(root: &Path) -> Result<ZeroShotDataset> {
-    let entries = |dir: &Path| -> Result<Vec<PathBuf>> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| Error::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                !p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        v.sort();
-        Ok(v)
-    };
-    let classes: Vec<PathBuf> = entries(root)?.into_iter().filter(|p| p.is_dir()).collect();
+    let classes: Vec<PathBuf> = sorted_entries(root)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
     if classes.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "{}: no class folders",
@@ -164,7 +152,7 @@ pub fn video_folder(root: &Path) -> Result<ZeroShotDataset> {
     let mut names = Vec::new();
     let mut videos = Vec::new();
     for (index, class) in classes.iter().enumerate() {
-        let items = entries(class)?;
+        let items = sorted_entries(class)?;
         if items.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "{}: class folder has no videos",

@@ -8,6 +8,7 @@ pub mod hub;
 pub mod intern_vit;
 pub mod internvl_cg;
 pub mod internvl_chat;
+pub mod llm;
 pub mod qllama;
 
 pub use checkpoint::Checkpoint;

@@ -36,6 +36,8 @@ enum Command {
     Caption(commands::caption::Args),
     /// Evaluation harness: zero-shot classification, retrieval and captioning metrics.
     Eval(commands::eval::Args),
+    /// Token ids of a text, exactly as the release's tokenizer gives them (or --decode ids).
+    Tokenize(commands::tokenize::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Retrieve(args) => commands::retrieve::run(args),
         Command::Caption(args) => commands::caption::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Tokenize(args) => commands::tokenize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

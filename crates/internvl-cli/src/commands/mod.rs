@@ -8,6 +8,7 @@ pub mod eval;
 pub mod features;
 pub mod info;
 pub mod retrieve;
+pub mod tokenize;
 
 use std::path::PathBuf;
 

@@ -8,10 +8,13 @@
 //!   `Image.open(path).convert("RGB")`;
 //! * [`resize`]: Pillow's fixed-point bicubic `Image.resize`;
 //! * [`transforms`]: ToTensor/Normalize, transformers' `CLIPImageProcessor` and
-//!   InternVL-Chat's dynamic tiling.
+//!   InternVL-Chat's dynamic tiling;
+//! * [`templates`]: InternVL-Chat's conversation templates and `<image>` prompt expansion;
+//! * [`tokenizer`]: the text tokenizers (SentencePiece and byte-level BPE).
 
 pub mod image;
 pub mod resize;
+pub mod templates;
 pub mod tokenizer;
 pub mod transforms;
 

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use super::added;
 use super::hf_config::{AddedToken, HfTokenizerSettings, SlowTokenizerClass, TokenSpec};
 use super::model::SentencePieceModel;
 use super::normalizer::SPACE_SYMBOL;
@@ -41,11 +42,6 @@ pub struct SentencePieceTokenizer {
     clean_up_tokenization_spaces: bool,
 }
 
-/// Python's `str.isspace()`: Unicode White_Space plus the separators U+001C..U+001F.
-fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
-
 /// transformers' `clean_up_tokenization`: drops spaces before punctuation and contractions.
 fn clean_up_tokenization(text: &str) -> String {
     const RULES: [(&str, &str); 10] = [
@@ -72,8 +68,15 @@ impl SentencePieceTokenizer {
     /// when it is invalid and [`Error::Config`] for a malformed or unsupported JSON file.
     pub fn from_folder(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        let model = SentencePieceModel::from_file(dir.join("tokenizer.model"))?;
         let settings = HfTokenizerSettings::from_folder(dir)?;
+        if settings.class == SlowTokenizerClass::Qwen2 {
+            return Err(Error::tokenizer(
+                dir.join("tokenizer_config.json").display(),
+                "Qwen2Tokenizer is a byte-level BPE (vocab.json/merges.txt or tokenizer.json), \
+                 not a sentencepiece tokenizer.model",
+            ));
+        }
+        let model = SentencePieceModel::from_file(dir.join("tokenizer.model"))?;
         Ok(Self::new(model, settings))
     }
 
@@ -117,77 +120,15 @@ impl SentencePieceTokenizer {
         }
     }
 
-    /// Cuts `text` at added tokens, leftmost match first and the longest one there (what
-    /// transformers' `Trie.split` does for these token sets).
-    fn split_on_added_tokens(&self, text: &str) -> Vec<String> {
-        let mut parts = Vec::new();
-        let mut plain_start = 0;
-        let mut pos = 0;
-        while pos < text.len() {
-            let rest = &text[pos..];
-            let first = rest.chars().next().expect("pos is a char boundary");
-            let matched = self
-                .added_by_first_char
-                .get(&first)
-                .and_then(|candidates| candidates.iter().find(|c| rest.starts_with(c.as_str())));
-            match matched {
-                Some(token) => {
-                    if plain_start < pos {
-                        parts.push(text[plain_start..pos].to_string());
-                    }
-                    parts.push(token.clone());
-                    pos += token.len();
-                    plain_start = pos;
-                }
-                None => pos += first.len_utf8(),
-            }
-        }
-        if plain_start < text.len() {
-            parts.push(text[plain_start..].to_string());
-        }
-        parts
-    }
-
-    /// The `lstrip`/`rstrip`/`single_word` rules of `PreTrainedTokenizer.tokenize`, applied
-    /// in place in the same order.
-    fn apply_whitespace_rules(&self, parts: &mut [String]) {
-        for i in 0..parts.len() {
-            let Some(token) = self
-                .added_by_content
-                .get(&parts[i])
-                .map(|id| &self.added_by_id[id])
-            else {
-                continue;
-            };
-            let spec = &token.spec;
-            // Python reads both neighbours once, before any of them is stripped.
-            let left = (i > 0)
-                .then(|| parts[i - 1].clone())
-                .filter(|l| !l.is_empty());
-            let right = parts.get(i + 1).cloned().filter(|r| !r.is_empty());
-            if let (true, Some(right)) = (spec.rstrip, &right) {
-                parts[i + 1] = right.trim_start_matches(is_py_space).to_string();
-            }
-            if let (true, Some(left)) = (spec.lstrip, &left) {
-                parts[i - 1] = left.trim_end_matches(is_py_space).to_string();
-            }
-            if spec.single_word && left.is_some_and(|l| !l.ends_with(' ')) {
-                let word = std::mem::take(&mut parts[i]);
-                parts[i - 1].push_str(&word);
-            } else if spec.single_word && right.is_some_and(|r| !r.starts_with(' ')) {
-                let word = std::mem::take(&mut parts[i]);
-                parts[i + 1].insert_str(0, &word);
-            }
-        }
-    }
-
     /// The non-empty segments of `text`: added tokens, and the text between them as each
     /// sentencepiece call will see it.
     fn segments(&self, text: &str) -> Vec<String> {
-        let mut parts = self.split_on_added_tokens(text);
-        self.apply_whitespace_rules(&mut parts);
-        parts.retain(|part| !part.is_empty());
-        parts
+        added::segments(
+            text,
+            &self.added_by_first_char,
+            &self.added_by_content,
+            &self.added_by_id,
+        )
     }
 
     /// transformers' `tokenize(text)`: added tokens as they are, every other segment as
@@ -273,7 +214,10 @@ impl SentencePieceTokenizer {
     /// `convert_tokens_to_string` of the folder's class.
     fn tokens_to_string(&self, tokens: &[&str]) -> String {
         match self.class {
-            SlowTokenizerClass::Llama => self.llama_tokens_to_string(tokens),
+            // `from_folder` refuses Qwen2 folders; Qwen2 settings given to `new` decode as LLaMA.
+            SlowTokenizerClass::Llama | SlowTokenizerClass::Qwen2 => {
+                self.llama_tokens_to_string(tokens)
+            }
             SlowTokenizerClass::InternLM2 => self.internlm2_tokens_to_string(tokens),
         }
     }

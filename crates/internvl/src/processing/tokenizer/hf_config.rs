@@ -1,5 +1,6 @@
-//! The transformers-side files of a slow SentencePiece tokenizer: `tokenizer_config.json`,
-//! `special_tokens_map.json` and `added_tokens.json`, read as transformers 4.37
+//! The transformers-side files of a slow tokenizer: `tokenizer_config.json`,
+//! `special_tokens_map.json`, `added_tokens.json` (and, for folders without
+//! `added_tokens_decoder`, the `added_tokens` of `tokenizer.json`), read as transformers 4.37
 //! `PreTrainedTokenizerBase._from_pretrained` reads them.
 
 use std::path::Path;
@@ -8,14 +9,18 @@ use serde_json::{Map, Value};
 
 use crate::{Error, Result};
 
-/// The transformers slow-tokenizer class a folder declares. Encoding is the same for both;
-/// decoding differs in where spaces go around special tokens.
+/// The transformers slow-tokenizer class a folder declares. The two SentencePiece classes
+/// encode alike and differ in where decoding puts spaces around special tokens; `Qwen2` is the
+/// byte-level BPE family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlowTokenizerClass {
     /// `LlamaTokenizer` with `legacy=True` (LLaMA, Vicuna, Chinese-LLaMA / QLLaMA).
     Llama,
     /// InternLM2's remote-code `InternLM2Tokenizer`.
     InternLM2,
+    /// `Qwen2Tokenizer`: byte-level BPE from `vocab.json` + `merges.txt` (or `tokenizer.json`),
+    /// NFC-normalised, no BOS/EOS added.
+    Qwen2,
 }
 
 /// A token string with transformers' `AddedToken` whitespace options.
@@ -82,9 +87,25 @@ pub struct HfTokenizerSettings {
 impl HfTokenizerSettings {
     /// The constructor defaults of the class, before any file is read.
     pub fn defaults(class: SlowTokenizerClass) -> Self {
+        if class == SlowTokenizerClass::Qwen2 {
+            // `Qwen2Tokenizer.__init__`: unk/eos/pad `<|endoftext|>`, no BOS.
+            let endoftext = || Some(TokenSpec::plain("<|endoftext|>"));
+            return Self {
+                class,
+                bos_token: None,
+                eos_token: endoftext(),
+                unk_token: endoftext(),
+                pad_token: endoftext(),
+                additional_special_tokens: Vec::new(),
+                added_tokens: Vec::new(),
+                add_bos_token: false,
+                add_eos_token: false,
+                clean_up_tokenization_spaces: false,
+            };
+        }
         let pad_token = match class {
-            SlowTokenizerClass::Llama => None,
             SlowTokenizerClass::InternLM2 => Some(TokenSpec::plain("</s>")),
+            _ => None,
         };
         Self {
             class,
@@ -100,12 +121,24 @@ impl HfTokenizerSettings {
         }
     }
 
-    /// Reads the JSON files of a model folder (each one optional).
+    /// Reads the JSON files of a model folder (each one optional). A folder whose
+    /// `tokenizer_config.json` names no `tokenizer_class` is taken as [`SlowTokenizerClass::Llama`].
     pub fn from_folder(dir: &Path) -> Result<Self> {
+        Self::from_folder_or(dir, SlowTokenizerClass::Llama)
+    }
+
+    /// [`HfTokenizerSettings::from_folder`] with the class to assume when
+    /// `tokenizer_config.json` (or its `tokenizer_class`) is missing.
+    pub fn from_folder_or(dir: &Path, default_class: SlowTokenizerClass) -> Result<Self> {
         let config = read_json_object(&dir.join("tokenizer_config.json"))?.unwrap_or_default();
         let config_path = dir.join("tokenizer_config.json");
-        let mut settings = Self::defaults(class_of(&config, &config_path)?);
+        let mut settings = Self::defaults(class_of(&config, &config_path, default_class)?);
         settings.apply_config(&config, &config_path)?;
+        if settings.class == SlowTokenizerClass::Qwen2 {
+            // `Qwen2Tokenizer` has no `add_bos_token`/`add_eos_token`: it never adds either.
+            settings.add_bos_token = false;
+            settings.add_eos_token = false;
+        }
         match config.get("added_tokens_decoder") {
             Some(decoder) => {
                 settings.added_tokens = parse_added_tokens_decoder(decoder, &config_path)?
@@ -175,6 +208,15 @@ impl HfTokenizerSettings {
                 });
             }
         }
+        // transformers also takes `tokenizer.json`'s `added_tokens` (fast -> slow), after
+        // added_tokens.json, so the same id there wins.
+        let json_path = dir.join("tokenizer.json");
+        if let Some(tokenizer_json) = read_json_object(&json_path)? {
+            if let Some(list) = tokenizer_json.get("added_tokens") {
+                self.added_tokens
+                    .extend(parse_tokenizer_json_added_tokens(list, &json_path)?);
+            }
+        }
         Ok(())
     }
 
@@ -230,9 +272,13 @@ fn read_json_object(path: &Path) -> Result<Option<Map<String, Value>>> {
     }
 }
 
-fn class_of(config: &Map<String, Value>, path: &Path) -> Result<SlowTokenizerClass> {
+fn class_of(
+    config: &Map<String, Value>,
+    path: &Path,
+    default_class: SlowTokenizerClass,
+) -> Result<SlowTokenizerClass> {
     let class = match config.get("tokenizer_class") {
-        None | Some(Value::Null) => return Ok(SlowTokenizerClass::Llama),
+        None | Some(Value::Null) => return Ok(default_class),
         Some(Value::String(name)) => name.trim_end_matches("Fast"),
         Some(other) => {
             return Err(config_error(
@@ -253,10 +299,12 @@ fn class_of(config: &Map<String, Value>, path: &Path) -> Result<SlowTokenizerCla
             Ok(SlowTokenizerClass::Llama)
         }
         "InternLM2Tokenizer" => Ok(SlowTokenizerClass::InternLM2),
+        "Qwen2Tokenizer" => Ok(SlowTokenizerClass::Qwen2),
         other => Err(config_error(
             path,
             format!(
-                "tokenizer_class {other:?} is not supported (LlamaTokenizer, InternLM2Tokenizer)"
+                "tokenizer_class {other:?} is not supported (LlamaTokenizer, InternLM2Tokenizer, \
+                 Qwen2Tokenizer)"
             ),
         )),
     }
@@ -334,6 +382,33 @@ fn parse_added_tokens_decoder(value: &Value, path: &Path) -> Result<Vec<AddedTok
                 ));
             };
             let spec = parse_token_object(object, path, &format!("added_tokens_decoder[{id}]"))?;
+            let special = object
+                .get("special")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            Ok(AddedToken { spec, id, special })
+        })
+        .collect()
+}
+
+/// `tokenizer.json`'s `added_tokens`: `[{"id": …, "content": …, "special": …, "lstrip": …}]`.
+fn parse_tokenizer_json_added_tokens(value: &Value, path: &Path) -> Result<Vec<AddedToken>> {
+    let Value::Array(items) = value else {
+        return Err(config_error(path, "added_tokens is not a list"));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let key = format!("added_tokens[{i}]");
+            let Value::Object(object) = item else {
+                return Err(config_error(path, format!("{key} is not an object")));
+            };
+            let id = object.get("id").and_then(Value::as_u64);
+            let id = id
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| config_error(path, format!("{key} has no u32 \"id\"")))?;
+            let spec = parse_token_object(object, path, &key)?;
             let special = object
                 .get("special")
                 .and_then(Value::as_bool)

@@ -4,6 +4,8 @@
 //!   vocabulary), equivalent to the `sentencepiece` library's encode/decode;
 //! * [`SentencePieceTokenizer`]: transformers' slow `LlamaTokenizer` (legacy mode) and
 //!   `InternLM2Tokenizer` on top of it: added/special tokens, BOS/EOS, decoding;
+//! * [`ByteLevelBpeTokenizer`]: transformers' slow `Qwen2Tokenizer` (byte-level BPE from
+//!   `vocab.json` + `merges.txt` or `tokenizer.json`, via the `tokenizers` crate);
 //! * [`Tokenizer`]: what model code uses, whatever the tokenizer family;
 //! * [`InternVlCgTextTokenizer`]: InternVL-C/G's `"summarize:"` texts and captioning prompt.
 //!
@@ -17,7 +19,9 @@
 //!   back, CONTROL/BYTE/UNKNOWN pieces are never formed by merging;
 //! * equal merge scores go to the leftmost pair.
 
+mod added;
 mod bpe;
+mod byte_level;
 mod gguf;
 mod hf;
 mod hf_config;
@@ -29,6 +33,7 @@ mod vocab;
 
 use std::path::Path;
 
+pub use byte_level::{BpeSource, ByteLevelBpeTokenizer, QWEN2_PRETOKENIZE_REGEX};
 pub use hf::SentencePieceTokenizer;
 pub use hf_config::{AddedToken, HfTokenizerSettings, SlowTokenizerClass, TokenSpec};
 pub use internvl_cg::{
@@ -40,50 +45,79 @@ pub use normalizer::{Normalizer, SPACE_SYMBOL};
 use crate::{Error, Result};
 
 /// A model's text tokenizer, whatever its family. Methods mirror transformers' slow
-/// tokenizers; more families (the HF `tokenizer.json` byte-level BPE of Qwen2) are to come.
+/// tokenizers (what the official InternVL code uses).
 #[derive(Debug, Clone)]
 pub enum Tokenizer {
     /// A SentencePiece `tokenizer.model` with transformers' added tokens (LLaMA, Vicuna,
-    /// Chinese-LLaMA, InternLM2).
+    /// Chinese-LLaMA, InternLM2, Phi-3, Yi).
     SentencePiece(SentencePieceTokenizer),
+    /// A byte-level BPE (`Qwen2Tokenizer`: Qwen2, Qwen2.5, Qwen3) with transformers' added
+    /// tokens.
+    ByteLevelBpe(ByteLevelBpeTokenizer),
+}
+
+/// The `tokenizer_class` of a folder's `tokenizer_config.json`, when it can be read.
+fn declared_class(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    config.get("tokenizer_class")?.as_str().map(str::to_string)
 }
 
 impl Tokenizer {
-    /// Loads the tokenizer of a model folder: `tokenizer.model` plus `tokenizer_config.json`,
-    /// `special_tokens_map.json` and `added_tokens.json` where present.
+    /// Loads the tokenizer of a model folder, as released: a SentencePiece `tokenizer.model`,
+    /// or a byte-level BPE (`vocab.json` + `merges.txt`, or `tokenizer.json`) when there is no
+    /// `tokenizer.model` or `tokenizer_config.json` declares `Qwen2Tokenizer`; plus
+    /// `tokenizer_config.json`, `special_tokens_map.json` and `added_tokens.json` where present.
     ///
     /// Fails with [`Error::Tokenizer`] when the folder has no supported tokenizer file.
     pub fn from_folder(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
-        if dir.join("tokenizer.model").is_file() {
+        let qwen2 = declared_class(dir)
+            .is_some_and(|class| class.trim_end_matches("Fast") == "Qwen2Tokenizer");
+        if dir.join("tokenizer.model").is_file() && !qwen2 {
             return Ok(Self::SentencePiece(SentencePieceTokenizer::from_folder(
                 dir,
             )?));
         }
-        let reason = if dir.join("tokenizer.json").is_file() {
-            "has only tokenizer.json, which is not supported yet (tokenizer.model is)"
-        } else {
-            "has no tokenizer.model"
-        };
+        if BpeSource::for_folder(dir).is_some() {
+            return Ok(Self::ByteLevelBpe(ByteLevelBpeTokenizer::from_folder(dir)?));
+        }
         Err(Error::tokenizer(
             dir.display(),
-            format!("the folder {reason}"),
+            "the folder has no tokenizer.model, tokenizer.json or vocab.json + merges.txt",
         ))
     }
 
     /// The ids of `text` (added tokens recognised), with BOS first / EOS last when asked and
     /// the tokenizer has them.
+    ///
+    /// Fails with [`Error::Tokenizer`] when a byte-level BPE vocabulary lacks a byte's token.
     pub fn encode(&self, text: &str, add_bos: bool, add_eos: bool) -> Result<Vec<u32>> {
         match self {
             Self::SentencePiece(t) => Ok(t.encode(text, add_bos, add_eos)),
+            Self::ByteLevelBpe(t) => t.encode(text, add_bos, add_eos),
         }
     }
 
     /// The ids of `text` with the folder's own `add_bos_token`/`add_eos_token` choice (what
-    /// `tokenizer(text).input_ids` gives).
+    /// `tokenizer(text).input_ids` gives; never BOS/EOS for Qwen2).
+    ///
+    /// Fails with [`Error::Tokenizer`] when a byte-level BPE vocabulary lacks a byte's token.
     pub fn encode_with_defaults(&self, text: &str) -> Result<Vec<u32>> {
         match self {
             Self::SentencePiece(t) => Ok(t.encode_with_defaults(text)),
+            Self::ByteLevelBpe(t) => t.encode_with_defaults(text),
+        }
+    }
+
+    /// transformers' `tokenize(text)`: the token strings of
+    /// [`Tokenizer::encode`]`(text, false, false)`.
+    ///
+    /// Fails with [`Error::Tokenizer`] when a byte-level BPE vocabulary lacks a byte's token.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<String>> {
+        match self {
+            Self::SentencePiece(t) => Ok(t.tokenize(text)),
+            Self::ByteLevelBpe(t) => t.tokenize(text),
         }
     }
 
@@ -93,20 +127,23 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         match self {
             Self::SentencePiece(t) => t.decode(ids, skip_special_tokens),
+            Self::ByteLevelBpe(t) => t.decode(ids, skip_special_tokens),
         }
     }
 
-    /// The id of a token (an added token or exactly one piece).
+    /// The id of a token (an added token or exactly one piece / BPE token).
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         match self {
             Self::SentencePiece(t) => t.token_to_id(token),
+            Self::ByteLevelBpe(t) => t.token_to_id(token),
         }
     }
 
-    /// The token text of `id`.
+    /// The token text of `id` (`convert_ids_to_tokens`).
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         match self {
             Self::SentencePiece(t) => t.id_to_token(id).map(str::to_string),
+            Self::ByteLevelBpe(t) => t.id_to_token(id),
         }
     }
 
@@ -114,6 +151,7 @@ impl Tokenizer {
     pub fn bos_id(&self) -> Option<u32> {
         match self {
             Self::SentencePiece(t) => t.bos_id(),
+            Self::ByteLevelBpe(t) => t.bos_id(),
         }
     }
 
@@ -121,6 +159,7 @@ impl Tokenizer {
     pub fn eos_id(&self) -> Option<u32> {
         match self {
             Self::SentencePiece(t) => t.eos_id(),
+            Self::ByteLevelBpe(t) => t.eos_id(),
         }
     }
 
@@ -128,6 +167,7 @@ impl Tokenizer {
     pub fn pad_id(&self) -> Option<u32> {
         match self {
             Self::SentencePiece(t) => t.pad_id(),
+            Self::ByteLevelBpe(t) => t.pad_id(),
         }
     }
 
@@ -135,6 +175,15 @@ impl Tokenizer {
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::SentencePiece(t) => t.vocab_size(),
+            Self::ByteLevelBpe(t) => t.vocab_size(),
+        }
+    }
+
+    /// Whether `id` is one of `all_special_ids` (dropped by `skip_special_tokens`).
+    pub fn is_special_id(&self, id: u32) -> bool {
+        match self {
+            Self::SentencePiece(t) => t.is_special_id(id),
+            Self::ByteLevelBpe(t) => t.is_special_id(id),
         }
     }
 }

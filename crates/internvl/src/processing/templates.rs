@@ -4,7 +4,8 @@
 //! * [`ChatTemplate`]: every template the released InternVL-Chat models use (`Hermes-2`,
 //!   `internlm2-chat`, `phi3-chat`, `internvl2_5`), InternVL-Chat-V1-1's `internvl_zh` and
 //!   the V1.0 (LLaVA codebase) `vicuna_v1` / `v1`, with their exact system templates, default
-//!   system messages, roles, separators and stop strings;
+//!   system messages, roles, separators and stop strings, plus a plain `chatml` for GGUF chat
+//!   LLMs (SmolLM2, Qwen2 …): no default system message;
 //! * [`PromptBuilder`]: a model's template + system message + image tokens per tile, building
 //!   the exact query strings of `chat()` (history, automatic `<image>\n` prefix) and
 //!   `batch_chat()`, with `<image>` placeholders expanded to
@@ -53,6 +54,9 @@ pub enum SeparatorStyle {
     /// LLaVA's `TWO`: `system + sep`, then `role + ": " + message` followed by `sep` (user)
     /// or `sep2` (assistant); the open turn is `role + ":"`.
     AddColonTwo,
+    /// ChatML as chat LLMs' own templates write it: [`SeparatorStyle::Mpt`], except that the
+    /// system turn (`system + sep`) is written only when the system message is not empty.
+    ChatMl,
 }
 
 /// A conversation template: what `get_conv_template(name)` returns.
@@ -80,7 +84,10 @@ pub struct ChatTemplate {
 const CHATML_SYSTEM: &str = "<|im_start|>system\n{system_message}";
 const CHATML_ROLES: [&str; 2] = ["<|im_start|>user\n", "<|im_start|>assistant\n"];
 
-/// Every template, in `conversation.py` order, then the V1.0 (LLaVA codebase) one.
+/// Every template, in `conversation.py` order, then the V1.0 (LLaVA codebase) one, then `chatml`
+/// (not an InternVL template: `<|im_start|>{role}\n{content}<|im_end|>\n` per turn, the
+/// generation prompt `<|im_start|>assistant\n`, a system turn only when a system message is
+/// given).
 pub const TEMPLATES: &[ChatTemplate] = &[
     ChatTemplate {
         name: "internvl_zh",
@@ -142,6 +149,16 @@ pub const TEMPLATES: &[ChatTemplate] = &[
         sep2: Some("</s>"),
         stop_str: Some("</s>"),
     },
+    ChatTemplate {
+        name: "chatml",
+        system_template: CHATML_SYSTEM,
+        system_message: "",
+        roles: CHATML_ROLES,
+        style: SeparatorStyle::ChatMl,
+        sep: "<|im_end|>\n",
+        sep2: None,
+        stop_str: Some("<|im_end|>"),
+    },
 ];
 
 /// Other names the official code registers for a template: LLaVA's `v1` is `vicuna_v1`.
@@ -196,8 +213,11 @@ impl ChatTemplate {
             turn.filter(|m| !m.is_empty())
         }
         match self.style {
-            SeparatorStyle::Mpt => {
-                let mut out = self.system_prompt(system_message) + self.sep;
+            SeparatorStyle::Mpt | SeparatorStyle::ChatMl => {
+                let mut out = String::new();
+                if self.style == SeparatorStyle::Mpt || !system_message.is_empty() {
+                    out = self.system_prompt(system_message) + self.sep;
+                }
                 for (i, turn) in turns.iter().enumerate() {
                     out.push_str(self.roles[i % 2]);
                     if let Some(m) = message(turn) {

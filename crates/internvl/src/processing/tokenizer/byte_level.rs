@@ -27,6 +27,7 @@ use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::{NormalizedString, Normalizer};
 
 use super::added;
+use super::gguf_bpe::GgufPreTokenizer;
 use super::hf_config::{AddedToken, HfTokenizerSettings, SlowTokenizerClass, TokenSpec};
 use super::vocab::longest_first_by_first_char;
 use crate::{Error, Result};
@@ -84,6 +85,12 @@ pub struct ByteLevelBpeTokenizer {
     eos_id: Option<u32>,
     unk_id: Option<u32>,
     pad_id: Option<u32>,
+    /// What [`ByteLevelBpeTokenizer::encode_with_defaults`] adds (never for `Qwen2Tokenizer`;
+    /// `tokenizer.ggml.add_bos_token` / `add_eos_token` for GGUF vocabularies).
+    add_bos_token: bool,
+    add_eos_token: bool,
+    /// The pre-tokeniser of a GGUF vocabulary (`None` for folders).
+    gguf_pre: Option<GgufPreTokenizer>,
 }
 
 impl ByteLevelBpeTokenizer {
@@ -127,7 +134,10 @@ impl ByteLevelBpeTokenizer {
         Ok(Self::new(Box::new(bpe), normalizer, source, settings))
     }
 
-    fn new(
+    /// Wraps a bare pre-tokeniser + BPE tokenizer with transformers' added-token handling.
+    /// Special tokens that are not yet added tokens take their BPE id, or new ids after the
+    /// vocabulary, as transformers' `_add_tokens` does.
+    pub(super) fn new(
         bpe: Box<tokenizers::Tokenizer>,
         normalizer: Option<NormalizerWrapper>,
         source: BpeSource,
@@ -194,6 +204,9 @@ impl ByteLevelBpeTokenizer {
             eos_id: named_id(&settings.eos_token),
             unk_id: named_id(&settings.unk_token),
             pad_id: named_id(&settings.pad_token),
+            add_bos_token: settings.add_bos_token,
+            add_eos_token: settings.add_eos_token,
+            gguf_pre: None,
             len: vocab_len(&bpe, &added_by_content),
             added_by_first_char: longest_first_by_first_char(added_by_content.keys()),
             bpe,
@@ -284,11 +297,32 @@ impl ByteLevelBpeTokenizer {
         Ok(ids)
     }
 
-    /// `tokenizer(text).input_ids`: no BOS, no EOS.
+    /// `tokenizer(text).input_ids`: no BOS, no EOS for `Qwen2Tokenizer` folders; BOS / EOS as
+    /// `tokenizer.ggml.add_bos_token` / `add_eos_token` say for GGUF vocabularies.
     ///
     /// Fails with [`Error::Tokenizer`] when a byte has no token in the vocabulary.
     pub fn encode_with_defaults(&self, text: &str) -> Result<Vec<u32>> {
-        self.encode(text, false, false)
+        self.encode(text, self.add_bos_token, self.add_eos_token)
+    }
+
+    /// Whether [`ByteLevelBpeTokenizer::encode_with_defaults`] adds BOS.
+    pub fn add_bos_token(&self) -> bool {
+        self.add_bos_token
+    }
+
+    /// Whether [`ByteLevelBpeTokenizer::encode_with_defaults`] adds EOS.
+    pub fn add_eos_token(&self) -> bool {
+        self.add_eos_token
+    }
+
+    /// The pre-tokeniser of a vocabulary loaded from GGUF (`None` for folders).
+    pub fn gguf_pre_tokenizer(&self) -> Option<GgufPreTokenizer> {
+        self.gguf_pre
+    }
+
+    /// Records the GGUF pre-tokeniser the BPE was built with.
+    pub(super) fn set_gguf_pre_tokenizer(&mut self, pre: GgufPreTokenizer) {
+        self.gguf_pre = Some(pre);
     }
 
     /// `Qwen2Tokenizer.decode(ids, skip_special_tokens)`.
@@ -382,7 +416,10 @@ impl ByteLevelBpeTokenizer {
         self.special_ids.contains(&id)
     }
 
-    /// Which files the vocabulary came from.
+    /// Which files the vocabulary came from. A GGUF vocabulary reports
+    /// [`BpeSource::TokenizerJson`]: llama.cpp converts it from a `tokenizer.json`, and like one
+    /// it keeps every merge and brings its own pre-tokeniser (see
+    /// [`ByteLevelBpeTokenizer::gguf_pre_tokenizer`]).
     pub fn source(&self) -> BpeSource {
         self.source
     }

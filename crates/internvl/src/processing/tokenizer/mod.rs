@@ -5,8 +5,11 @@
 //! * [`SentencePieceTokenizer`]: transformers' slow `LlamaTokenizer` (legacy mode) and
 //!   `InternLM2Tokenizer` on top of it: added/special tokens, BOS/EOS, decoding;
 //! * [`ByteLevelBpeTokenizer`]: transformers' slow `Qwen2Tokenizer` (byte-level BPE from
-//!   `vocab.json` + `merges.txt` or `tokenizer.json`, via the `tokenizers` crate);
-//! * [`Tokenizer`]: what model code uses, whatever the tokenizer family;
+//!   `vocab.json` + `merges.txt` or `tokenizer.json`, via the `tokenizers` crate), or the
+//!   byte-level BPE of a llama.cpp GGUF file (`tokenizer.ggml.model` = `"gpt2"`, with the
+//!   [`GgufPreTokenizer`] that `tokenizer.ggml.pre` names);
+//! * [`Tokenizer`]: what model code uses, whatever the tokenizer family, from a model folder
+//!   or a GGUF file ([`Tokenizer::from_path`]);
 //! * [`InternVlCgTextTokenizer`]: InternVL-C/G's `"summarize:"` texts and captioning prompt.
 //!
 //! Behaviour copied on purpose (each one changes ids):
@@ -23,6 +26,7 @@ mod added;
 mod bpe;
 mod byte_level;
 mod gguf;
+mod gguf_bpe;
 mod hf;
 mod hf_config;
 mod internvl_cg;
@@ -34,6 +38,7 @@ mod vocab;
 use std::path::Path;
 
 pub use byte_level::{BpeSource, ByteLevelBpeTokenizer, QWEN2_PRETOKENIZE_REGEX};
+pub use gguf_bpe::{GgufPreTokenizer, LLAMA3_PRETOKENIZE_REGEX};
 pub use hf::SentencePieceTokenizer;
 pub use hf_config::{AddedToken, HfTokenizerSettings, SlowTokenizerClass, TokenSpec};
 pub use internvl_cg::{
@@ -56,6 +61,22 @@ pub enum Tokenizer {
     ByteLevelBpe(ByteLevelBpeTokenizer),
 }
 
+/// The `.gguf` files of a folder (none when it cannot be read).
+fn gguf_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .extension()
+                    .is_some_and(|ext| ext.eq_ignore_ascii_case("gguf"))
+        })
+        .collect()
+}
+
 /// The `tokenizer_class` of a folder's `tokenizer_config.json`, when it can be read.
 fn declared_class(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
@@ -68,6 +89,9 @@ impl Tokenizer {
     /// or a byte-level BPE (`vocab.json` + `merges.txt`, or `tokenizer.json`) when there is no
     /// `tokenizer.model` or `tokenizer_config.json` declares `Qwen2Tokenizer`; plus
     /// `tokenizer_config.json`, `special_tokens_map.json` and `added_tokens.json` where present.
+    ///
+    /// A folder with none of these files but exactly one `.gguf` file is read as that GGUF
+    /// ([`Tokenizer::from_gguf`]).
     ///
     /// Fails with [`Error::Tokenizer`] when the folder has no supported tokenizer file.
     pub fn from_folder(dir: impl AsRef<Path>) -> Result<Self> {
@@ -82,10 +106,63 @@ impl Tokenizer {
         if BpeSource::for_folder(dir).is_some() {
             return Ok(Self::ByteLevelBpe(ByteLevelBpeTokenizer::from_folder(dir)?));
         }
+        if let [gguf] = gguf_files(dir).as_slice() {
+            return Self::from_gguf(gguf);
+        }
         Err(Error::tokenizer(
             dir.display(),
-            "the folder has no tokenizer.model, tokenizer.json or vocab.json + merges.txt",
+            "the folder has no tokenizer.model, tokenizer.json or vocab.json + merges.txt \
+             (nor a single .gguf file)",
         ))
+    }
+
+    /// The tokenizer of a llama.cpp GGUF file, by `tokenizer.ggml.model`: `"llama"` is a
+    /// SentencePiece vocabulary ([`SentencePieceTokenizer::from_gguf`]), `"gpt2"` a byte-level
+    /// BPE ([`ByteLevelBpeTokenizer::from_gguf`]). Only the metadata is read.
+    ///
+    /// Fails with [`Error::Io`] when the file cannot be opened, [`Error::Tokenizer`] when it is
+    /// not a GGUF file, has no tokenizer, or has another tokenizer model (named in the error).
+    pub fn from_gguf(path: impl AsRef<Path>) -> Result<Self> {
+        let (metadata, origin) = gguf::read_metadata(path.as_ref())?;
+        let meta = gguf::Metadata {
+            values: &metadata,
+            origin: &origin,
+        };
+        match meta.model()? {
+            "llama" => Ok(Self::SentencePiece(
+                SentencePieceTokenizer::from_gguf_metadata(&metadata, &origin)?,
+            )),
+            "gpt2" => Ok(Self::ByteLevelBpe(
+                ByteLevelBpeTokenizer::from_gguf_metadata(&metadata, &origin)?,
+            )),
+            other => Err(meta.fail(
+                gguf::MODEL_KEY,
+                format!(
+                    "tokenizer model {other:?} is not supported (only \"llama\": SentencePiece, \
+                     and \"gpt2\": byte-level BPE)"
+                ),
+            )),
+        }
+    }
+
+    /// [`Tokenizer::from_gguf`] for a file, [`Tokenizer::from_folder`] for a folder.
+    ///
+    /// Fails as those do.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            Self::from_folder(path)
+        } else {
+            Self::from_gguf(path)
+        }
+    }
+
+    /// Whether [`Tokenizer::encode_with_defaults`] adds BOS.
+    pub fn add_bos_token(&self) -> bool {
+        match self {
+            Self::SentencePiece(t) => t.add_bos_token(),
+            Self::ByteLevelBpe(t) => t.add_bos_token(),
+        }
     }
 
     /// The ids of `text` (added tokens recognised), with BOS first / EOS last when asked and
@@ -100,7 +177,8 @@ impl Tokenizer {
     }
 
     /// The ids of `text` with the folder's own `add_bos_token`/`add_eos_token` choice (what
-    /// `tokenizer(text).input_ids` gives; never BOS/EOS for Qwen2).
+    /// `tokenizer(text).input_ids` gives; never BOS/EOS for Qwen2 folders; for a GGUF, what
+    /// `tokenizer.ggml.add_bos_token` / `add_eos_token` say).
     ///
     /// Fails with [`Error::Tokenizer`] when a byte-level BPE vocabulary lacks a byte's token.
     pub fn encode_with_defaults(&self, text: &str) -> Result<Vec<u32>> {

@@ -34,6 +34,8 @@ enum Command {
     Retrieve(commands::retrieve::Args),
     /// Zero-shot captions with InternVL-G (QLLaMA), greedy or beam search.
     Caption(commands::caption::Args),
+    /// Multimodal chat with InternVL-Chat models (one-shot with --prompt, else interactive).
+    Chat(commands::chat::Args),
     /// Evaluation harness: zero-shot classification, retrieval and captioning metrics.
     Eval(commands::eval::Args),
     /// Token ids of a text, exactly as the release's tokenizer gives them (or --decode ids).
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Retrieve(args) => commands::retrieve::run(args),
         Command::Caption(args) => commands::caption::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Chat(args) => commands::chat::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
     };
     match result {

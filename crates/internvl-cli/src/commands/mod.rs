@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod caption;
+pub mod chat;
 pub mod classify;
 pub mod embed;
 pub mod eval;
@@ -45,6 +46,15 @@ impl ModelArgs {
             cache_dir: None,
         };
         Ok(resolve_model(&self.model, &options)?)
+    }
+
+    /// Like [`ModelArgs::folder`], but a local `.gguf` file is returned as it is.
+    pub fn folder_or_file(&self) -> Result<PathBuf> {
+        let path = PathBuf::from(&self.model);
+        if path.is_file() {
+            return Ok(path);
+        }
+        self.folder()
     }
 
     /// The compute dtype.

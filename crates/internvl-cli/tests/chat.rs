@@ -1,0 +1,248 @@
+//! `internvl chat` on the chat fixtures: the JSON contract, the official ids through the CLI,
+//! streaming output, and bad inputs.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(path)
+}
+
+fn internvl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_internvl"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn expected(case: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(case).join("expected.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn chat_json_reproduces_the_official_conversation() {
+    for (case, a, b) in [
+        (
+            "internvl_chat_qwen2",
+            "imgA_300x170.png",
+            "imgB_150x150.png",
+        ),
+        (
+            "internvl_chat_internlm2",
+            "imgA_120x260.png",
+            "imgB_200x70.png",
+        ),
+        ("internvl_chat_llama", "imgA_111x70.png", "imgB_64x96.png"),
+    ] {
+        let conv = &expected(case)["conversations"]["chat_multi_image"];
+        let model = fixture(case).join("model");
+        let (a, b) = (
+            fixture(case).join("inputs").join(a),
+            fixture(case).join("inputs").join(b),
+        );
+        let out = internvl(&[
+            "chat",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            a.to_str().unwrap(),
+            "--image",
+            b.to_str().unwrap(),
+            "--prompt",
+            conv["question"].as_str().unwrap(),
+            "--max-new-tokens",
+            "16",
+            "--top-logprobs",
+            "2",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            doc["prompt_token_ids"], conv["input_ids"][0],
+            "{case} prompt ids"
+        );
+        assert_eq!(doc["token_ids"], conv["new_token_ids"][0], "{case} new ids");
+        assert_eq!(
+            doc["text"].as_str().unwrap(),
+            conv["response"].as_str().unwrap(),
+            "{case} text"
+        );
+        let logprobs = doc["logprobs"].as_array().unwrap();
+        assert_eq!(logprobs.len(), 16);
+        for (step, lp) in logprobs.iter().enumerate() {
+            assert_eq!(lp["token_id"], doc["token_ids"][step]);
+            assert!(lp["logprob"].as_f64().unwrap() <= 0.0);
+            let top = lp["top"].as_array().unwrap();
+            assert_eq!(top.len(), 2);
+            // Greedy: the chosen token is the best one.
+            assert_eq!(top[0][0], lp["token_id"]);
+        }
+        println!(
+            "{case}: chat --json prompt and 16 generated ids identical to the official chat()"
+        );
+    }
+}
+
+#[test]
+fn plain_output_streams_the_answer() {
+    let case = "internvl_chat_qwen2";
+    let conv = &expected(case)["conversations"]["text_only"];
+    let model = fixture(case).join("model");
+    let out = internvl(&[
+        "chat",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        conv["question"].as_str().unwrap(),
+        "--max-new-tokens",
+        "16",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim_end_matches('\n'),
+        conv["response"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn sampling_is_seeded() {
+    let model = fixture("internvl_chat_qwen2/model");
+    let run = |seed: &str| {
+        let out = internvl(&[
+            "chat",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Hello",
+            "--temperature",
+            "1.5",
+            "--seed",
+            seed,
+            "--max-new-tokens",
+            "8",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["token_ids"].clone()
+    };
+    assert_eq!(run("3"), run("3"));
+    assert_ne!(run("3"), run("4"));
+}
+
+fn expect_error(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(
+        stderr.starts_with("error: ") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let model = fixture("internvl_chat_qwen2/model");
+    let model = model.to_str().unwrap();
+    let a = fixture("internvl_chat_qwen2/inputs/imgA_300x170.png");
+    let a = a.to_str().unwrap();
+    let err = expect_error(&internvl(&[
+        "chat",
+        "--model",
+        model,
+        "--image",
+        a,
+        "--prompt",
+        "<image> vs <image>?",
+    ]));
+    assert!(err.contains("<image>"), "{err}");
+    let err = expect_error(&internvl(&[
+        "chat",
+        "--model",
+        model,
+        "--prompt",
+        "<image> what is this?",
+    ]));
+    assert!(err.contains("image"), "{err}");
+    let err = expect_error(&internvl(&[
+        "chat",
+        "--model",
+        model,
+        "--template",
+        "klingon",
+        "--prompt",
+        "hi",
+    ]));
+    assert!(err.contains("klingon"), "{err}");
+    let long = "word ".repeat(25_000); // 125 KB: below the 128 KiB limit of one argument
+    let err = expect_error(&internvl(&["chat", "--model", model, "--prompt", &long]));
+    assert!(err.contains("context length"), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let corrupt = tmp.path().join("broken.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    let err = expect_error(&internvl(&[
+        "chat",
+        "--model",
+        model,
+        "--image",
+        corrupt.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]));
+    assert!(err.contains("broken.png"), "{err}");
+}
+
+#[test]
+fn smollm2_gguf_answers_the_capital_of_france() {
+    let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../assets/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must fetch SmolLM2 (scripts/fetch_smollm2.sh)"
+        );
+        eprintln!("SmolLM2 GGUF absent: run scripts/fetch_smollm2.sh to include this check");
+        return;
+    }
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("smollm2/chat.json")).unwrap())
+            .unwrap();
+    let out = internvl(&[
+        "chat",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--prompt",
+        "What is the capital of France?",
+        "--max-new-tokens",
+        "20",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["text"], "The capital of France is Paris.");
+    assert_eq!(doc["prompt_token_ids"], reference["prompt_ids"]);
+    assert_eq!(doc["token_ids"], reference["expected_ids"]);
+    println!("SmolLM2-135M-Instruct (Q4_1 GGUF): {}", doc["text"]);
+}

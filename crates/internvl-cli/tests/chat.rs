@@ -246,3 +246,91 @@ fn smollm2_gguf_answers_the_capital_of_france() {
     assert_eq!(doc["token_ids"], reference["expected_ids"]);
     println!("SmolLM2-135M-Instruct (Q4_1 GGUF): {}", doc["text"]);
 }
+
+#[test]
+fn video_frames_become_frame_placeholders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = tmp.path().join("clip");
+    std::fs::create_dir(&frames).unwrap();
+    for (i, name) in ["imgA_300x170.png", "imgB_150x150.png", "imgA_300x170.png"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::copy(
+            fixture("internvl_chat_qwen2/inputs").join(name),
+            frames.join(format!("{i:03}.png")),
+        )
+        .unwrap();
+    }
+    let model = fixture("internvl_chat_qwen2/model");
+    let out = internvl(&[
+        "chat",
+        "--model",
+        model.to_str().unwrap(),
+        "--video",
+        frames.to_str().unwrap(),
+        "--frames",
+        "2",
+        "--prompt",
+        "What happens?",
+        "--max-new-tokens",
+        "4",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids = doc["prompt_token_ids"].as_array().unwrap();
+    let context = expected("internvl_chat_qwen2")["special_token_ids"]["<IMG_CONTEXT>"].clone();
+    // Two frames, one tile each, 9 image tokens per 84-px tile.
+    assert_eq!(ids.iter().filter(|&t| *t == context).count(), 2 * 9);
+    assert_eq!(doc["token_ids"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn interactive_session_keeps_history_and_images() {
+    use std::io::Write;
+    let model = fixture("internvl_chat_qwen2/model");
+    let image = fixture("internvl_chat_qwen2/inputs/imgA_300x170.png");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_internvl"))
+        .args([
+            "chat",
+            "--model",
+            model.to_str().unwrap(),
+            "--max-new-tokens",
+            "3",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!(
+        "/image {}\nWhat is this?\nAnd now?\n/reset\nHello\n/quit\n",
+        image.display()
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("(image 1 attached)")
+            && stderr.contains("(conversation and images cleared)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("error:"), "{stderr}");
+    // Three answers, one line each.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+}

@@ -4,7 +4,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use internvl::tasks::chat::{ChatModel, GenerationOptions};
+use internvl::processing::templates::video_question;
+use internvl::tasks::chat::{video_frames, ChatModel, GenerationOptions};
 use serde_json::json;
 
 use super::ModelArgs;
@@ -18,6 +19,13 @@ pub struct Args {
     /// unless the prompt has its own `<image>` placeholders).
     #[arg(long = "image")]
     images: Vec<PathBuf>,
+    /// A video as a folder of frames or a list file of frame images: frames are sampled as the
+    /// release's video example does, one tile each, asked about as `Frame-N: <image>` lines.
+    #[arg(long, conflicts_with = "images")]
+    video: Option<PathBuf>,
+    /// Frames sampled from --video.
+    #[arg(long, default_value_t = 8)]
+    frames: usize,
     /// Most tiles per image (overrides the config's max_dynamic_patch).
     #[arg(long)]
     max_tiles: Option<u32>,
@@ -115,13 +123,26 @@ fn question_for(prompt: &str, images: usize) -> String {
 }
 
 fn one_shot(model: &ChatModel, args: &Args, prompt: &str) -> Result<()> {
-    let images = model.prepare_images(&args.images, args.max_tiles)?;
+    let (images, question) = match &args.video {
+        Some(video) => {
+            let frames = video_frames(video, args.frames)?;
+            let question = if prompt.contains("<image>") {
+                prompt.to_string()
+            } else {
+                video_question(frames.len(), prompt)
+            };
+            (model.prepare_images(&frames, Some(1))?, question)
+        }
+        None => (
+            model.prepare_images(&args.images, args.max_tiles)?,
+            question_for(prompt, args.images.len()),
+        ),
+    };
     let tiles = images
         .as_ref()
         .map(|i| i.num_patches_list.clone())
         .unwrap_or_default();
-    let (_, prompt_ids) =
-        model.prompt_ids(&question_for(prompt, args.images.len()), None, &tiles)?;
+    let (_, prompt_ids) = model.prompt_ids(&question, None, &tiles)?;
     let stdout = std::io::stdout();
     let mut stream = |piece: &str| {
         if !args.json {

@@ -360,6 +360,59 @@ impl ChatModel {
     }
 }
 
+/// The frame indices the release's video chat example (`get_index` without bounds) samples:
+/// `num_segments` segments over frames `0..=last`, index `int(seg/2 + round(seg·k))` with
+/// `seg = last / num_segments` and round half to even (numpy).
+pub fn video_frame_indices(total_frames: usize, num_segments: usize) -> Result<Vec<usize>> {
+    if total_frames == 0 || num_segments == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "cannot sample {num_segments} frames from a video of {total_frames} frames"
+        )));
+    }
+    let seg = (total_frames - 1) as f64 / num_segments as f64;
+    Ok((0..num_segments)
+        .map(|k| {
+            let rounded = round_half_even(seg * k as f64);
+            ((seg / 2.0 + rounded) as usize).min(total_frames - 1)
+        })
+        .collect())
+}
+
+fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}
+
+/// The frames of a video given as a folder of images (sorted by name) or a text file listing
+/// image paths (relative to the list's folder), sampled with [`video_frame_indices`].
+pub fn video_frames(source: &Path, num_segments: usize) -> Result<Vec<PathBuf>> {
+    let frames: Vec<PathBuf> = if source.is_dir() {
+        crate::tasks::contrastive::sorted_entries(source)?
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect()
+    } else {
+        let text = std::fs::read_to_string(source).map_err(|e| Error::Io {
+            path: source.to_path_buf(),
+            source: e,
+        })?;
+        let base = source.parent().unwrap_or(Path::new("."));
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| base.join(l))
+            .collect()
+    };
+    Ok(video_frame_indices(frames.len(), num_segments)?
+        .into_iter()
+        .map(|i| frames[i].clone())
+        .collect())
+}
+
 /// Length of the longest tail of `text` that is a proper prefix of a stop string.
 fn held_back(text: &str, stops: &[String]) -> usize {
     stops
@@ -485,6 +538,17 @@ fn filtered_probabilities(scores: &[f32], top_k: usize, top_p: f64) -> Vec<(u32,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn video_frames_follow_get_index() {
+        // numpy: [int(seg/2 + np.round(seg*k)) for k in range(8)] with seg = 99/8.
+        assert_eq!(
+            video_frame_indices(100, 8).unwrap(),
+            vec![6, 18, 31, 43, 56, 68, 80, 93]
+        );
+        assert_eq!(video_frame_indices(5, 2).unwrap(), vec![1, 3]);
+        assert!(video_frame_indices(0, 8).is_err());
+    }
 
     #[test]
     fn stop_string_prefixes_are_held_back() {

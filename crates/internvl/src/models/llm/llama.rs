@@ -14,7 +14,7 @@ use candle_nn::VarBuilder;
 use super::config::{
     linear_or_dynamic, CommonFields, FamilyNumerics, Fields, LlmConfig, LlmFamily,
 };
-use super::loading::{embedding_and_head, linear, norm, require_silu, stack_outputs};
+use super::loading::{decoder, linear, norm, require_silu, stack_outputs};
 use super::transformer::{Attention, DecoderLayer, DecoderWeights, Mlp};
 use crate::Result;
 
@@ -38,18 +38,12 @@ pub(super) fn config(fields: &Fields) -> std::result::Result<LlmConfig, String> 
 
 /// Loads the transformers LLaMA names from `vb` (the LLM prefix, e.g. `language_model`).
 pub(super) fn load(config: &LlmConfig, vb: &VarBuilder) -> Result<DecoderWeights> {
-    let model = vb.pp("model");
-    let (embed_tokens, lm_head) =
-        embedding_and_head(config, vb, "model.embed_tokens.weight", "lm_head.weight")?;
-    let layers = (0..config.num_hidden_layers)
-        .map(|i| load_layer(config, &model.pp(format!("layers.{i}"))))
-        .collect::<Result<_>>()?;
-    Ok(DecoderWeights {
-        embed_tokens,
-        layers,
-        norm: norm(config, &model, "norm")?,
-        lm_head,
-    })
+    decoder(
+        config,
+        vb,
+        ("model.embed_tokens.weight", "lm_head.weight"),
+        load_layer,
+    )
 }
 
 fn load_layer(config: &LlmConfig, vb: &VarBuilder) -> Result<DecoderLayer> {

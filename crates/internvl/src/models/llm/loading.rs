@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use candle_nn::{Linear, VarBuilder};
 
 use super::config::LlmConfig;
-use super::transformer::RmsNorm;
+use super::transformer::{DecoderLayer, DecoderWeights, RmsNorm};
 use crate::{Error, Result};
 
 /// `name.weight` `[out, in]` and, when `bias`, `name.bias` `[out]`.
@@ -35,6 +35,27 @@ pub(super) fn stack_outputs(parts: &[Linear]) -> Result<Linear> {
         }
     };
     Ok(Linear::new(Tensor::cat(&weights, 0)?, bias))
+}
+
+/// The decoder every family shares: embeddings and head under the given names (relative to the
+/// LLM prefix), `model.layers.{i}` built by the family's `layer` loader, and `model.norm`.
+pub(super) fn decoder(
+    config: &LlmConfig,
+    vb: &VarBuilder,
+    (embed_name, head_name): (&str, &str),
+    layer: fn(&LlmConfig, &VarBuilder) -> Result<DecoderLayer>,
+) -> Result<DecoderWeights> {
+    let model = vb.pp("model");
+    let (embed_tokens, lm_head) = embedding_and_head(config, vb, embed_name, head_name)?;
+    let layers = (0..config.num_hidden_layers)
+        .map(|i| layer(config, &model.pp(format!("layers.{i}"))))
+        .collect::<Result<_>>()?;
+    Ok(DecoderWeights {
+        embed_tokens,
+        layers,
+        norm: norm(config, &model, "norm")?,
+        lm_head,
+    })
 }
 
 /// The RMSNorm `name` of width `hidden_size`.

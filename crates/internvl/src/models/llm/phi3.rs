@@ -17,7 +17,7 @@
 use candle_nn::VarBuilder;
 
 use super::config::{CommonFields, FamilyNumerics, Fields, LlmConfig, LlmFamily, RopeScaling};
-use super::loading::{embedding_and_head, linear, norm, require_silu};
+use super::loading::{decoder, linear, norm, require_silu};
 use super::transformer::{Attention, DecoderLayer, DecoderWeights, Mlp};
 use crate::Result;
 
@@ -55,18 +55,12 @@ fn rope_scaling(fields: &Fields) -> std::result::Result<RopeScaling, String> {
 
 /// Loads the Phi-3 tensors from `vb` (the LLM prefix).
 pub(super) fn load(config: &LlmConfig, vb: &VarBuilder) -> Result<DecoderWeights> {
-    let model = vb.pp("model");
-    let (embed_tokens, lm_head) =
-        embedding_and_head(config, vb, "model.embed_tokens.weight", "lm_head.weight")?;
-    let layers = (0..config.num_hidden_layers)
-        .map(|i| load_layer(config, &model.pp(format!("layers.{i}"))))
-        .collect::<Result<_>>()?;
-    Ok(DecoderWeights {
-        embed_tokens,
-        layers,
-        norm: norm(config, &model, "norm")?,
-        lm_head,
-    })
+    decoder(
+        config,
+        vb,
+        ("model.embed_tokens.weight", "lm_head.weight"),
+        load_layer,
+    )
 }
 
 fn load_layer(config: &LlmConfig, vb: &VarBuilder) -> Result<DecoderLayer> {

@@ -40,6 +40,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Token ids of a text, exactly as the release's tokenizer gives them (or --decode ids).
     Tokenize(commands::tokenize::Args),
+    /// An OpenAI-compatible HTTP server: chat completions (InternVL-Chat) or embeddings (C/G).
+    Serve(commands::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(args),
         Command::Chat(args) => commands::chat::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Serve(args) => commands::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod features;
 pub mod info;
 pub mod retrieve;
+pub mod serve;
 pub mod tokenize;
 
 use std::path::PathBuf;

@@ -18,6 +18,7 @@ use crate::processing::templates::{PromptBuilder, IMG_CONTEXT_TOKEN};
 use crate::processing::tokenizer::Tokenizer;
 use crate::processing::transforms::{dynamic_preprocess, resize_and_normalize};
 use crate::{Error, Result};
+use image::RgbImage;
 
 /// How tokens are chosen and when generation stops.
 #[derive(Debug, Clone)]
@@ -77,6 +78,11 @@ pub struct Generation {
     pub text: String,
     /// Per-step log-probabilities when requested.
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// True when generation ended on the stop token or a stop string; false when it ran into
+    /// `max_new_tokens` or was cancelled.
+    pub stopped: bool,
+    /// Whether the `cancelled` callback of [`ChatModel::generate_cancellable`] ended it.
+    pub cancelled: bool,
 }
 
 /// Images prepared for one prompt.
@@ -198,7 +204,21 @@ impl ChatModel {
         paths: &[PathBuf],
         max_tiles: Option<u32>,
     ) -> Result<Option<PreparedImages>> {
-        if paths.is_empty() {
+        let images = paths
+            .iter()
+            .map(|p| load_rgb(p))
+            .collect::<Result<Vec<_>>>()?;
+        self.prepare_decoded_images(&images, max_tiles)
+    }
+
+    /// Like [`ChatModel::prepare_images`] for images already decoded (e.g. with
+    /// [`crate::processing::image::decode_rgb`] from in-memory bytes).
+    pub fn prepare_decoded_images(
+        &self,
+        images: &[RgbImage],
+        max_tiles: Option<u32>,
+    ) -> Result<Option<PreparedImages>> {
+        if images.is_empty() {
             return Ok(None);
         }
         let vision = self.vision.as_ref().ok_or_else(|| {
@@ -210,19 +230,18 @@ impl ChatModel {
         let size = vision.image_size() as u32;
         let mut tiles = Vec::new();
         let mut num_patches_list = Vec::new();
-        for path in paths {
-            let image = load_rgb(path)?;
+        for image in images {
             let crops = if config.dynamic_image_size {
                 let max = max_tiles.unwrap_or(config.max_dynamic_patch).max(1);
                 dynamic_preprocess(
-                    &image,
+                    image,
                     config.min_dynamic_patch.min(max),
                     max,
                     size,
                     config.use_thumbnail,
                 )
             } else {
-                vec![image]
+                vec![image.clone()]
             };
             num_patches_list.push(crops.len());
             for crop in &crops {
@@ -258,6 +277,24 @@ impl ChatModel {
         options: &GenerationOptions,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {
+        self.generate_cancellable(prompt_ids, images, options, on_text, &|| false)
+    }
+
+    /// The model's context length (prompt plus generated tokens), in tokens.
+    pub fn context_length(&self) -> usize {
+        self.llm.config().max_position_embeddings
+    }
+
+    /// [`ChatModel::generate`] that checks `cancelled` before every decoding step and stops
+    /// early (returning what was generated so far, `stopped` false) once it returns true.
+    pub fn generate_cancellable(
+        &self,
+        prompt_ids: &[u32],
+        images: Option<&PreparedImages>,
+        options: &GenerationOptions,
+        on_text: &mut dyn FnMut(&str),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Generation> {
         self.check_context(prompt_ids.len(), options.max_new_tokens)?;
         let mut cache = KvCache::new();
         let embeds = self.prompt_embeds(prompt_ids, images)?;
@@ -272,7 +309,13 @@ impl ChatModel {
         let mut logprobs = options.top_logprobs.map(|_| Vec::new());
         let mut streamed = String::new();
         let mut stop_text: Option<String> = None;
+        let mut stopped = false;
+        let mut was_cancelled = false;
         for step in 0..options.max_new_tokens {
+            if cancelled() {
+                was_cancelled = true;
+                break;
+            }
             let history: Vec<u32> = self
                 .bos
                 .into_iter()
@@ -284,6 +327,7 @@ impl ChatModel {
             }
             generated.push(token);
             if token == self.eos {
+                stopped = true;
                 break;
             }
             let text = self.tokenizer.decode(&generated, true)?;
@@ -293,6 +337,7 @@ impl ChatModel {
                 .find(|s| !s.is_empty() && text.contains(s.as_str()))
             {
                 stop_text = Some(text[..text.find(stop.as_str()).expect("found")].to_string());
+                stopped = true;
                 break;
             }
             // Stream only complete characters (a byte-level token may end mid-character), and
@@ -325,6 +370,8 @@ impl ChatModel {
             token_ids: generated,
             text,
             logprobs,
+            stopped,
+            cancelled: was_cancelled,
         })
     }
 

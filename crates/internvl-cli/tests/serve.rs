@@ -1,0 +1,516 @@
+//! `internvl serve` over real HTTP on 127.0.0.1 (ephemeral port) with the fixture models:
+//! served output equals the CLI's, streaming, embeddings, errors, and a bounded load test.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(path)
+}
+
+/// A server child process, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(model: &str, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_internvl"))
+        .args([
+            "serve",
+            "--model",
+            fixture(model).to_str().unwrap(),
+            "--port",
+            "0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    Server { child, base }
+}
+
+/// POSTs a raw body; returns (status, body text).
+fn post(server: &Server, path: &str, body: &str) -> (u16, String) {
+    let result = ureq::post(&format!("{}{path}", server.base))
+        .set("Content-Type", "application/json")
+        .timeout(Duration::from_secs(300))
+        .send_string(body);
+    match result {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+fn get(server: &Server, path: &str) -> (u16, String) {
+    match ureq::get(&format!("{}{path}", server.base)).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+fn data_uri(path: &PathBuf) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+fn chat_images() -> (PathBuf, PathBuf) {
+    let inputs = fixture("internvl_chat_qwen2/inputs");
+    (
+        inputs.join("imgA_300x170.png"),
+        inputs.join("imgB_150x150.png"),
+    )
+}
+
+fn chat_request(stream: bool) -> Value {
+    let (a, b) = chat_images();
+    json!({
+        "model": "model",
+        "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_uri(&a)}},
+            {"type": "image_url", "image_url": {"url": data_uri(&b)}},
+            {"type": "text", "text": "Describe the two images in detail."},
+        ]}],
+        "max_tokens": 16,
+        "temperature": 0,
+        "logprobs": true,
+        "top_logprobs": 2,
+        "stream": stream,
+    })
+}
+
+fn assert_openai_error(status: u16, body: &str, expected: u16, what: &str) {
+    assert_eq!(status, expected, "{what}: {body}");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{what}: not JSON {body}"));
+    assert!(v["error"]["message"].is_string(), "{what}: {body}");
+    assert!(v["error"]["type"].is_string(), "{what}: {body}");
+}
+
+#[test]
+fn chat_completions_match_the_cli_and_stream_the_same_text() {
+    let (a, b) = chat_images();
+    let cli = Command::new(env!("CARGO_BIN_EXE_internvl"))
+        .args([
+            "chat",
+            "--model",
+            fixture("internvl_chat_qwen2/model").to_str().unwrap(),
+            "--image",
+            a.to_str().unwrap(),
+            "--image",
+            b.to_str().unwrap(),
+            "--prompt",
+            "Image-1: <image>\nImage-2: <image>\nDescribe the two images in detail.",
+            "--max-new-tokens",
+            "16",
+            "--top-logprobs",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+
+    let server = start("internvl_chat_qwen2/model", &[]);
+    let (status, body) = post(
+        &server,
+        "/v1/chat/completions",
+        &chat_request(false).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let choice = &doc["choices"][0];
+    assert_eq!(doc["object"], "chat.completion");
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert_eq!(choice["message"]["content"], cli["text"]);
+    assert_eq!(choice["token_ids"], cli["token_ids"]);
+    assert_eq!(doc["prompt_token_ids"], cli["prompt_token_ids"]);
+    let n = cli["token_ids"].as_array().unwrap().len();
+    assert_eq!(doc["usage"]["completion_tokens"], n);
+    assert_eq!(
+        doc["usage"]["prompt_tokens"],
+        cli["prompt_token_ids"].as_array().unwrap().len()
+    );
+    let lps = choice["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(lps.len(), n);
+    for (got, want) in lps.iter().zip(cli["logprobs"].as_array().unwrap()) {
+        assert_eq!(got["token_id"], want["token_id"]);
+        assert!(
+            (got["logprob"].as_f64().unwrap() - want["logprob"].as_f64().unwrap()).abs() < 1e-6
+        );
+        assert_eq!(got["top_logprobs"].as_array().unwrap().len(), 2);
+    }
+    let reason = choice["finish_reason"].as_str().unwrap();
+    assert!(reason == "length" || reason == "stop");
+
+    // Streaming: SSE chunks reassemble to the same text and end with [DONE].
+    let response = ureq::post(&format!("{}/v1/chat/completions", server.base))
+        .set("Content-Type", "application/json")
+        .send_string(&chat_request(true).to_string())
+        .unwrap();
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    let mut raw = String::new();
+    response.into_reader().read_to_string(&mut raw).unwrap();
+    let events: Vec<&str> = raw
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| e.strip_prefix("data: ").expect("data: events"))
+        .collect();
+    assert_eq!(*events.last().unwrap(), "[DONE]");
+    let mut text = String::new();
+    let mut finish = None;
+    for e in &events[..events.len() - 1] {
+        let chunk: Value = serde_json::from_str(e).unwrap();
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(piece);
+        }
+        if let Some(f) = chunk["choices"][0]["finish_reason"].as_str() {
+            finish = Some(f.to_string());
+        }
+    }
+    assert_eq!(text.trim(), cli["text"].as_str().unwrap());
+    assert_eq!(finish.as_deref(), Some(reason));
+
+    // Multi-turn with a system message is accepted and answered.
+    let req = json!({
+        "model": "model",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_uri(&a)}}, {"type": "text", "text": "What is this?"}]},
+            {"role": "assistant", "content": "A picture."},
+            {"role": "user", "content": "And the colours?"},
+        ],
+        "max_tokens": 4, "temperature": 0,
+    });
+    let (status, body) = post(&server, "/v1/chat/completions", &req.to_string());
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) = get(&server, "/v1/models");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["data"][0]["id"],
+        "model"
+    );
+    assert_eq!(get(&server, "/health").0, 200);
+    let (status, metrics) = get(&server, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .contains("internvl_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("internvl_completion_tokens_total"));
+    assert!(metrics.contains("internvl_request_duration_seconds_bucket"));
+}
+
+#[test]
+fn errors_are_openai_shaped_4xx() {
+    let local = fixture("internvl_chat_qwen2/inputs");
+    let server = start(
+        "internvl_chat_qwen2/model",
+        &[
+            "--max-body-bytes",
+            "200000",
+            "--allow-local-files",
+            local.to_str().unwrap(),
+        ],
+    );
+    let url = |u: &str| {
+        json!({"model": "model", "max_tokens": 2, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": u}}, {"type": "text", "text": "hi"}]}]})
+        .to_string()
+    };
+    let text_req = |extra: Value| {
+        let mut v = json!({"model": "model", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v.to_string()
+    };
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("malformed JSON", "{\"model\": ".to_string(), 400),
+        (
+            "wrong type",
+            json!({"model": "model", "messages": "hi"}).to_string(),
+            400,
+        ),
+        (
+            "wrong max_tokens type",
+            text_req(json!({"max_tokens": "many"})),
+            400,
+        ),
+        (
+            "bad base64",
+            url("data:image/png;base64,@@@not base64@@@"),
+            400,
+        ),
+        (
+            "non-image data",
+            url(&format!(
+                "data:image/png;base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(b"just some text, not an image")
+            )),
+            400,
+        ),
+        (
+            "non-image media type",
+            url("data:text/plain;base64,aGVsbG8="),
+            400,
+        ),
+        ("remote URL", url("https://example.com/cat.png"), 400),
+        (
+            "local file outside the allowed dir",
+            url("/etc/hostname"),
+            400,
+        ),
+        ("unknown model", text_req(json!({"model": "gpt-4o"})), 404),
+        ("n > 1", text_req(json!({"n": 2})), 400),
+        (
+            "max_tokens over the limit",
+            text_req(json!({"max_tokens": 1_000_000})),
+            400,
+        ),
+        ("max_tokens 0", text_req(json!({"max_tokens": 0})), 400),
+        (
+            "last message not from the user",
+            json!({"model": "model", "messages": [{"role": "assistant", "content": "x"}]})
+                .to_string(),
+            400,
+        ),
+        (
+            "body over the limit",
+            text_req(json!({"padding": "x".repeat(300_000)})),
+            413,
+        ),
+    ];
+    for (what, body, expected) in cases {
+        let (status, text) = post(&server, "/v1/chat/completions", &body);
+        assert_openai_error(status, &text, expected, what);
+    }
+    // Embeddings on a chat model, unknown endpoint.
+    let (status, text) = post(
+        &server,
+        "/v1/embeddings",
+        &json!({"model": "model", "input": "x"}).to_string(),
+    );
+    assert_openai_error(status, &text, 400, "embeddings on a chat model");
+    let (status, text) = get(&server, "/v1/nothing");
+    assert_openai_error(status, &text, 404, "unknown endpoint");
+    // A local file under --allow-local-files works.
+    let path = local.join("imgB_150x150.png");
+    let (status, text) = post(
+        &server,
+        "/v1/chat/completions",
+        &url(path.to_str().unwrap()),
+    );
+    assert_eq!(status, 200, "{text}");
+    // The server is still healthy after all of that.
+    assert_eq!(get(&server, "/health").0, 200);
+}
+
+#[test]
+fn embeddings_match_internvl_embed() {
+    let inputs = fixture("internvl_c_g/inputs");
+    let img = inputs.join("img1_83x131.png");
+    let cli = Command::new(env!("CARGO_BIN_EXE_internvl"))
+        .args([
+            "embed",
+            "--model",
+            fixture("internvl_c_g/model").to_str().unwrap(),
+            "--image",
+            img.to_str().unwrap(),
+            "--text",
+            "a photo of a cat",
+            "--text",
+            "a diagram",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let server = start("internvl_c_g/model", &[]);
+    let req = json!({"model": "model", "input": [
+        "a photo of a cat",
+        {"type": "image_url", "image_url": {"url": data_uri(&img)}},
+        {"type": "text", "text": "a diagram"},
+    ]});
+    let (status, body) = post(&server, "/v1/embeddings", &req.to_string());
+    assert_eq!(status, 200, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let row = |i: usize| -> Vec<f64> {
+        doc["data"][i]["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let want = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let close = |a: &[f64], b: &[f64]| {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+    };
+    close(&row(0), &want(&cli["text_embeds"][0]));
+    close(&row(1), &want(&cli["image_embeds"][0]));
+    close(&row(2), &want(&cli["text_embeds"][1]));
+    let norm: f64 = row(1).iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4);
+    // One string input, base64 output (what the openai client asks for by default).
+    let (status, body) = post(
+        &server,
+        "/v1/embeddings",
+        &json!({"model": "model", "input": "a diagram", "encoding_format": "base64"}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(doc["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let floats: Vec<f64> = bytes
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+        .collect();
+    close(&floats, &want(&cli["text_embeds"][1]));
+    // Errors.
+    let (status, text) = post(&server, "/v1/embeddings", &json!({"model": "model", "input": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}).to_string());
+    assert_openai_error(status, &text, 400, "non-image embedding input");
+    let (status, text) = post(
+        &server,
+        "/v1/embeddings",
+        &json!({"model": "nope", "input": "x"}).to_string(),
+    );
+    assert_openai_error(status, &text, 404, "unknown model");
+    let (status, text) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"model": "model", "messages": [{"role": "user", "content": "x"}]}).to_string(),
+    );
+    assert_openai_error(status, &text, 400, "chat on an embedding model");
+}
+
+#[test]
+fn bounded_load_test_has_no_failures() {
+    const REQUESTS: usize = 64;
+    let server = start("internvl_chat_qwen2/model", &["--max-concurrency", "4"]);
+    let base = server.base.clone();
+    let (a, _) = chat_images();
+    let image = data_uri(&a);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..REQUESTS)
+        .map(|i| {
+            let base = base.clone();
+            let image = image.clone();
+            std::thread::spawn(move || {
+                let content = if i % 2 == 0 {
+                    json!([{"type": "image_url", "image_url": {"url": image}}, {"type": "text", "text": format!("Question {i}?")}])
+                } else {
+                    json!(format!("Question {i}?"))
+                };
+                let body = json!({"model": "model", "max_tokens": 4, "temperature": 0,
+                    "messages": [{"role": "user", "content": content}]});
+                let t = Instant::now();
+                let r = ureq::post(&format!("{base}/v1/chat/completions"))
+                    .timeout(Duration::from_secs(600))
+                    .send_string(&body.to_string());
+                let ok = matches!(&r, Ok(resp) if resp.status() == 200);
+                (ok, t.elapsed())
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for h in handles {
+        let (ok, latency) = h.join().unwrap();
+        failures += usize::from(!ok);
+        latencies.push(latency.as_secs_f64());
+    }
+    let total = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "load: {REQUESTS} concurrent chat requests (max_tokens 4), {failures} failures, p50 {:.3}s, p95 {:.3}s, {:.2} req/s",
+        pct(0.5),
+        pct(0.95),
+        REQUESTS as f64 / total
+    );
+    assert_eq!(failures, 0);
+}
+
+#[test]
+fn a_disconnected_stream_cancels_its_generation() {
+    let server = start("internvl_chat_qwen2/model", &["--max-concurrency", "1"]);
+    let long = json!({"model": "model", "max_tokens": 4000, "temperature": 0, "stream": true,
+        "messages": [{"role": "user", "content": "Write a long story."}]});
+    let response = ureq::post(&format!("{}/v1/chat/completions", server.base))
+        .send_string(&long.to_string())
+        .unwrap();
+    let mut reader = BufReader::new(response.into_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.starts_with("data: "), "{first}");
+    drop(reader);
+    // With one slot, this request waits for the first one: it finishes quickly only when the
+    // disconnect cancelled the 4000-token generation (uncancelled, the fixture takes about a
+    // second: it stops on its stop token after 844 tokens).
+    let started = Instant::now();
+    let short = json!({"model": "model", "max_tokens": 2, "temperature": 0,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, body) = post(&server, "/v1/chat/completions", &short.to_string());
+    assert_eq!(status, 200, "{body}");
+    let waited = started.elapsed();
+    println!("request after a disconnect answered in {waited:?}");
+    // Timing alone is flaky on a loaded 2-core machine: the server counts the cancellation.
+    let (status, metrics) = get(&server, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("internvl_cancelled_generations_total 1"),
+        "{metrics}"
+    );
+}

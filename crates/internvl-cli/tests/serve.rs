@@ -514,3 +514,60 @@ fn a_disconnected_stream_cancels_its_generation() {
         "{metrics}"
     );
 }
+
+#[test]
+fn the_official_openai_python_client_works() {
+    let python =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/venvs/openai/bin/python");
+    if !python.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install the openai client (scripts/setup_openai_client.sh)"
+        );
+        eprintln!("openai client absent: run scripts/setup_openai_client.sh to include this check");
+        return;
+    }
+    let chat = start("internvl_chat_qwen2/model", &[]);
+    let embed = start("internvl_c_g/model", &[]);
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/openai_client/check.py");
+    let image = fixture("internvl_chat_qwen2/inputs/imgA_300x170.png");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args([&chat.base, &embed.base, image.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!("openai client: {report}");
+    // The same question through the CLI gives the same greedy answer.
+    let cli = Command::new(env!("CARGO_BIN_EXE_internvl"))
+        .args([
+            "chat",
+            "--model",
+            fixture("internvl_chat_qwen2/model").to_str().unwrap(),
+        ])
+        .args([
+            "--prompt",
+            "Hello, who are you?",
+            "--max-new-tokens",
+            "8",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(report["text"], cli["text"]);
+    assert_eq!(
+        report["streamed"].as_str().unwrap().trim(),
+        cli["text"].as_str().unwrap()
+    );
+    assert_eq!(report["usage"]["completion_tokens"], 8);
+    assert_eq!(report["vision_logprobs"], 4);
+    assert_eq!(report["unknown_model_error"], "NotFoundError");
+    assert_eq!(report["embedding_dims"], json!([48, 48]));
+}

@@ -4,9 +4,8 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::VarBuilder;
+use candle_core::{DType, Device, Tensor};
+use internvl::benchmark::random_var_builder;
 use internvl::models::llm::{KvCache, Llm, LlmConfig};
 
 /// Tokens per second of the peers on the reference machine (2 threads), from the project's
@@ -19,27 +18,6 @@ const PEERS: &[(&str, f64)] = &[
     ("llama.cpp q4_0", 51.0),
 ];
 
-struct RandomWeights;
-
-impl SimpleBackend for RandomWeights {
-    fn get(
-        &self,
-        shape: Shape,
-        _: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
-        Tensor::randn(0f32, 0.02, shape, device)?.to_dtype(dtype)
-    }
-    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
-        candle_core::bail!("random weights need a shape for `{name}`")
-    }
-    fn contains_tensor(&self, _: &str) -> bool {
-        true
-    }
-}
-
 fn main() -> internvl::Result<()> {
     let config = LlmConfig::from_value(&serde_json::json!({
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
@@ -50,11 +28,7 @@ fn main() -> internvl::Result<()> {
     }))
     .map_err(internvl::Error::InvalidArgument)?;
     let device = Device::Cpu;
-    let backend: Box<dyn SimpleBackend> = Box::new(RandomWeights);
-    let llm = Llm::load(
-        &config,
-        VarBuilder::from_backend(backend, DType::F32, device.clone()),
-    )?;
+    let llm = Llm::load(&config, random_var_builder(DType::F32, &device))?;
     let (prompt, steps) = (64usize, 32usize);
     let ids = Tensor::arange(0u32, prompt as u32, &device)?.unsqueeze(0)?;
     let mut cache = KvCache::new();

@@ -64,17 +64,20 @@ impl SimpleBackend for RandomWeights {
     }
 }
 
+/// A [`VarBuilder`] that serves N(0, 0.02²) weights of whatever shape a model asks for (speed
+/// measurements at real shapes without a checkpoint).
+pub fn random_var_builder(dtype: DType, device: &Device) -> VarBuilder<'static> {
+    let backend: Box<dyn SimpleBackend> = Box::new(RandomWeights);
+    VarBuilder::from_backend(backend, dtype, device.clone())
+}
+
 /// An encoder with random weights.
 pub fn random_intern_vit(
     config: &InternVisionConfig,
     dtype: DType,
     device: &Device,
 ) -> Result<InternVisionModel> {
-    let backend: Box<dyn SimpleBackend> = Box::new(RandomWeights);
-    InternVisionModel::load(
-        config,
-        VarBuilder::from_backend(backend, dtype, device.clone()),
-    )
+    InternVisionModel::load(config, random_var_builder(dtype, device))
 }
 
 /// Multiply-add FLOPs (×2) of one forward over an `h × w` image: patch embedding, the four

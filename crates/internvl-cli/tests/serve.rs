@@ -19,6 +19,8 @@ fn fixture(path: &str) -> PathBuf {
 struct Server {
     child: Child,
     base: String,
+    /// The rest of its stdout.
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Drop for Server {
@@ -43,15 +45,18 @@ fn start(model: &str, extra: &[&str]) -> Server {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
     let base = line
         .trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
-    Server { child, base }
+    Server {
+        child,
+        base,
+        stdout,
+    }
 }
 
 /// POSTs a raw body; returns (status, body text).
@@ -192,6 +197,7 @@ fn chat_completions_match_the_cli_and_stream_the_same_text() {
     assert_eq!(*events.last().unwrap(), "[DONE]");
     let mut text = String::new();
     let mut finish = None;
+    let mut streamed_logprobs = Vec::new();
     for e in &events[..events.len() - 1] {
         let chunk: Value = serde_json::from_str(e).unwrap();
         assert_eq!(chunk["object"], "chat.completion.chunk");
@@ -201,9 +207,43 @@ fn chat_completions_match_the_cli_and_stream_the_same_text() {
         if let Some(f) = chunk["choices"][0]["finish_reason"].as_str() {
             finish = Some(f.to_string());
         }
+        if let Some(list) = chunk["choices"][0]["logprobs"]["content"].as_array() {
+            streamed_logprobs.extend(list.iter().cloned());
+        }
     }
     assert_eq!(text.trim(), cli["text"].as_str().unwrap());
     assert_eq!(finish.as_deref(), Some(reason));
+    // Streamed chunks carry the log-probabilities of their tokens: all of them, in order.
+    assert_eq!(streamed_logprobs.len(), n);
+    for (got, want) in streamed_logprobs.iter().zip(lps) {
+        assert_eq!(got["token_id"], want["token_id"]);
+        assert_eq!(got["logprob"], want["logprob"]);
+        assert_eq!(got["top_logprobs"], want["top_logprobs"]);
+    }
+    // Each entry's `bytes` are its token's bytes: together (without the stop token) they spell
+    // the answer; `token` is their text.
+    let tokenizer = internvl::processing::tokenizer::Tokenizer::from_folder(fixture(
+        "internvl_chat_qwen2/model",
+    ))
+    .unwrap();
+    let mut spelled = Vec::new();
+    for (entry, id) in lps.iter().zip(cli["token_ids"].as_array().unwrap()) {
+        let bytes: Vec<u8> = entry["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap() as u8)
+            .collect();
+        assert_eq!(entry["token"], String::from_utf8_lossy(&bytes).as_ref());
+        // Special tokens are left out of the answer (`skip_special_tokens`).
+        if !tokenizer.is_special_id(id.as_u64().unwrap() as u32) {
+            spelled.extend(bytes);
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&spelled).trim(),
+        cli["text"].as_str().unwrap()
+    );
 
     // Multi-turn with a system message is accepted and answered.
     let req = json!({
@@ -316,11 +356,30 @@ fn errors_are_openai_shaped_4xx() {
             text_req(json!({"padding": "x".repeat(300_000)})),
             413,
         ),
+        (
+            "max_tokens over the context length",
+            text_req(json!({"max_tokens": 40_000})),
+            400,
+        ),
     ];
     for (what, body, expected) in cases {
         let (status, text) = post(&server, "/v1/chat/completions", &body);
         assert_openai_error(status, &text, expected, what);
     }
+    // A prompt longer than the model's context (32768 tokens): 400 with OpenAI's code.
+    let long = json!({"model": "model", "max_tokens": 2,
+        "messages": [{"role": "user", "content": " word".repeat(33_000)}]});
+    let (status, text) = post(&server, "/v1/chat/completions", &long.to_string());
+    assert_openai_error(status, &text, 400, "prompt over the context length");
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["code"], "context_length_exceeded", "{text}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum context length is 32768"),
+        "{text}"
+    );
     // Embeddings on a chat model, unknown endpoint.
     let (status, text) = post(
         &server,
@@ -400,6 +459,18 @@ fn embeddings_match_internvl_embed() {
     close(&row(0), &want(&cli["text_embeds"][0]));
     close(&row(1), &want(&cli["image_embeds"][0]));
     close(&row(2), &want(&cli["text_embeds"][1]));
+    // usage counts the tokens the model read for the texts (BOS + "summarize:" + text + EOS).
+    let tokenizer = internvl::processing::tokenizer::InternVlCgTextTokenizer::from_folder(fixture(
+        "internvl_c_g/model",
+    ))
+    .unwrap();
+    let counted: usize = ["a photo of a cat", "a diagram"]
+        .iter()
+        .map(|t| tokenizer.encode_unpadded(t).unwrap().len())
+        .sum();
+    assert!(counted > 4);
+    assert_eq!(doc["usage"]["prompt_tokens"], counted, "{}", doc["usage"]);
+    assert_eq!(doc["usage"]["total_tokens"], counted);
     let norm: f64 = row(1).iter().map(|x| x * x).sum::<f64>().sqrt();
     assert!((norm - 1.0).abs() < 1e-4);
     // One string input, base64 output (what the openai client asks for by default).
@@ -481,6 +552,25 @@ fn bounded_load_test_has_no_failures() {
         REQUESTS as f64 / total
     );
     assert_eq!(failures, 0);
+    // Concurrent requests shared decode steps (continuous batching).
+    let (_, metrics) = get(&server, "/metrics");
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing: {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let (steps, rows) = (
+        counter("internvl_decode_steps_total"),
+        counter("internvl_decode_rows_total"),
+    );
+    println!(
+        "load: {steps} decode steps for {rows} request-steps: {:.2} requests per step",
+        rows / steps
+    );
+    assert!(rows / steps > 1.5, "decode steps were not batched");
 }
 
 #[test]
@@ -513,6 +603,97 @@ fn a_disconnected_stream_cancels_its_generation() {
         metrics.contains("internvl_cancelled_generations_total 1"),
         "{metrics}"
     );
+}
+
+/// Reads one SSE line of a streaming response.
+fn next_line(reader: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn a_full_queue_answers_503() {
+    let server = start(
+        "internvl_chat_qwen2/model",
+        &["--max-concurrency", "1", "--max-waiting", "1"],
+    );
+    // 1: holds the only slot (a long streamed generation).
+    let long = json!({"model": "model", "max_tokens": 4000, "temperature": 0, "stream": true,
+        "messages": [{"role": "user", "content": "Write a long story."}]});
+    let response = ureq::post(&format!("{}/v1/chat/completions", server.base))
+        .send_string(&long.to_string())
+        .unwrap();
+    let mut first = BufReader::new(response.into_reader());
+    assert!(next_line(&mut first).starts_with("data: "));
+    // 2: waits for the slot.
+    let base = server.base.clone();
+    let waiting = std::thread::spawn(move || {
+        let short = json!({"model": "model", "max_tokens": 2, "temperature": 0,
+            "messages": [{"role": "user", "content": "hi"}]});
+        match ureq::post(&format!("{base}/v1/chat/completions")).send_string(&short.to_string()) {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("transport error: {e}"),
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !get(&server, "/metrics")
+        .1
+        .contains("internvl_requests_waiting 1")
+    {
+        assert!(Instant::now() < deadline, "the second request never waited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // 3: no room to wait: 503 in OpenAI's shape, at once.
+    let short = json!({"model": "model", "max_tokens": 2,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, body) = post(&server, "/v1/chat/completions", &short.to_string());
+    assert_openai_error(status, &body, 503, "queue full");
+    // Releasing the slot lets the waiting request through.
+    drop(first);
+    assert_eq!(waiting.join().unwrap(), 200);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_finishes_the_requests_in_flight_then_exits() {
+    let mut server = start("internvl_chat_qwen2/model", &[]);
+    let req = json!({"model": "model", "max_tokens": 200, "temperature": 0, "stream": true,
+        "messages": [{"role": "user", "content": "Write a long story."}]});
+    let response = ureq::post(&format!("{}/v1/chat/completions", server.base))
+        .send_string(&req.to_string())
+        .unwrap();
+    let mut stream = BufReader::new(response.into_reader());
+    assert!(next_line(&mut stream).starts_with("data: "));
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        next_line(&mut server.stdout).trim(),
+        "shutting down: finishing the requests in flight"
+    );
+    // The request in flight runs to its end.
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+    assert!(rest.trim_end().ends_with("data: [DONE]"), "{rest}");
+    assert!(rest.contains("\"finish_reason\":\"length\""), "{rest}");
+    // Then the process ends on its own, successfully, and refuses new connections.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(next_line(&mut server.stdout).trim(), "shut down");
+    assert!(ureq::get(&format!("{}/health", server.base))
+        .call()
+        .is_err());
 }
 
 #[test]

@@ -5,8 +5,11 @@
 //! * `POST /v1/embeddings` (InternVL-C/G): text and image inputs, L2-normalised vectors.
 //! * `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text).
 //!
-//! One worker thread owns the model and runs jobs one at a time from a bounded queue; requests
-//! beyond `max_concurrency` wait for a slot. Decode steps of concurrent requests are not batched.
+//! One worker thread owns the model. At most `max_concurrency` requests hold a slot; their
+//! decode steps are batched (continuous batching: a request joins the running batch after its
+//! prompt has run and leaves it when it ends); more requests wait, and beyond `max_waiting` they
+//! are answered 503. SIGINT / SIGTERM stop accepting connections, let the running requests
+//! finish, then end the process.
 
 pub mod api;
 pub mod metrics;
@@ -20,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -30,7 +32,8 @@ use axum::{Json, Router};
 use base64::Engine;
 use futures_util::StreamExt;
 use internvl::models::internvl_cg::Head;
-use internvl::tasks::chat::{Generation, GenerationOptions};
+use internvl::processing::tokenizer::Tokenizer;
+use internvl::tasks::chat::{Generation, GenerationOptions, TokenLogprob};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -59,6 +62,8 @@ struct AppState {
     config: ServeConfig,
     chat: bool,
     context_length: usize,
+    /// The chat model's tokenizer (token strings and bytes of log-probabilities).
+    tokenizer: Option<Tokenizer>,
     jobs: mpsc::Sender<Job>,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
@@ -68,8 +73,8 @@ struct AppState {
 
 type Shared = Arc<AppState>;
 
-/// Serves `backend` until the process ends; prints `listening on http://ADDR` on stdout once
-/// bound.
+/// Serves `backend` until SIGINT / SIGTERM, then finishes the requests in flight and returns;
+/// prints `listening on http://ADDR` on stdout once bound.
 pub fn serve(backend: Backend, config: ServeConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -83,18 +88,22 @@ async fn serve_async(backend: Backend, config: ServeConfig) -> anyhow::Result<()
     let (tx, rx) = mpsc::channel(max_concurrency);
     let chat = matches!(backend, Backend::Chat(_));
     let context_length = backend.context_length();
+    let tokenizer = match &backend {
+        Backend::Chat(model) => Some(model.tokenizer().clone()),
+        Backend::Embed(_) => None,
+    };
     let metrics = Metrics::default();
-    let cancelled = metrics.cancelled_generations.clone();
-    std::thread::Builder::new()
+    let stats = metrics.worker.clone();
+    let worker = std::thread::Builder::new()
         .name("internvl-model".into())
-        .spawn(move || worker::run(backend, rx, &cancelled))?;
+        .spawn(move || worker::run(backend, rx, max_concurrency, &stats))?;
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
-    let limit = config.limits.max_body_bytes;
     let state = Arc::new(AppState {
         config,
         chat,
         context_length,
+        tokenizer,
         jobs: tx,
         slots: Arc::new(Semaphore::new(max_concurrency)),
         waiting: AtomicUsize::new(0),
@@ -117,13 +126,50 @@ async fn serve_async(backend: Backend, config: ServeConfig) -> anyhow::Result<()
             )
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .layer(DefaultBodyLimit::max(limit))
+        // Bodies are read (and their limit enforced) by `read_body`.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state);
-    println!("listening on http://{addr}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    axum::serve(listener, app).await?;
+    say(&format!("listening on http://{addr}"));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    // The router (and with it the job queue's sender) is gone: the worker drains and ends.
+    tokio::task::spawn_blocking(move || worker.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the model worker panicked"))?;
+    say("shut down");
     Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    say("shutting down: finishing the requests in flight");
+}
+
+/// A status line on stdout; a closed stdout (the parent stopped reading) is not an error.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Counts requests by endpoint and status and records their latency (to the response head).
@@ -170,16 +216,39 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large("the request body is larger than the server's limit")
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {e}"))
+/// Most bytes of an over-limit body that are read (and dropped) before answering 413, so that
+/// a client still sending its body gets the answer instead of a reset connection.
+const DRAIN_BEYOND_LIMIT: usize = 64 << 20;
+
+/// Reads a request body of at most `limit` bytes; larger ones get 413 (after draining up to
+/// [`DRAIN_BEYOND_LIMIT`] more bytes: beyond that the connection is closed).
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        total += chunk.len();
+        if total <= limit {
+            kept.extend_from_slice(&chunk);
+        } else if total > limit.saturating_add(DRAIN_BEYOND_LIMIT) {
+            break;
         }
-    })?;
+    }
+    if total > limit {
+        return Err(ApiError::too_large(format!(
+            "the request body is larger than the server's limit of {limit} bytes"
+        )));
+    }
+    Ok(Bytes::from(kept))
+}
+
+async fn parse_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    body: Body,
+) -> Result<T, ApiError> {
+    let bytes = read_body(body, state.config.limits.max_body_bytes).await?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     serde_json::from_value(value)
@@ -310,11 +379,8 @@ fn options(state: &AppState, req: &ChatRequest) -> Result<GenerationOptions, Api
     })
 }
 
-async fn chat_completions(
-    State(state): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let req: ChatRequest = parse_body(body)?;
+async fn chat_completions(State(state): State<Shared>, body: Body) -> Result<Response, ApiError> {
+    let req: ChatRequest = parse_body(&state, body).await?;
     check_model(&state, &req.model)?;
     if !state.chat {
         return Err(ApiError::bad_request(
@@ -362,8 +428,11 @@ async fn chat_completions(
             async move {
                 let (mut events, guard, permit, chunk) = st?;
                 let text = match events.recv().await {
-                    Some(ChatEvent::Text(piece)) => {
-                        let out = chunk.delta(json!({"content": piece}), None);
+                    Some(ChatEvent::Delta { text, logprobs }) => {
+                        let logprobs = want_logprobs.then(|| {
+                            json!({"content": logprob_entries(state.tokenizer.as_ref(), &logprobs)})
+                        });
+                        let out = chunk.delta_with(json!({"content": text}), logprobs, None);
                         return Some((
                             Ok::<_, Infallible>(out),
                             Some((events, guard, permit, chunk)),
@@ -396,7 +465,7 @@ async fn chat_completions(
     }
     let generation = loop {
         match events.recv().await {
-            Some(ChatEvent::Text(_)) => continue,
+            Some(ChatEvent::Delta { .. }) => continue,
             Some(ChatEvent::Done(g)) => break g,
             Some(ChatEvent::Failed(e)) => return Err(e),
             _ => return Err(ApiError::internal("the model worker stopped")),
@@ -406,10 +475,9 @@ async fn chat_completions(
     state
         .metrics
         .tokens(prompt_ids.len(), generation.token_ids.len());
-    let logprobs = if want_logprobs {
-        logprobs_json(&state, &generation)
-    } else {
-        Value::Null
+    let logprobs = match (&generation.logprobs, want_logprobs) {
+        (Some(list), true) => json!({"content": logprob_entries(state.tokenizer.as_ref(), list)}),
+        _ => Value::Null,
     };
     Ok(Json(json!({
         "id": id,
@@ -441,21 +509,27 @@ fn usage(prompt: usize, completion: usize) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
-/// Token texts come from the token ids' byte-level strings; logprobs follow OpenAI's shape.
-fn logprobs_json(_state: &AppState, g: &Generation) -> Value {
-    let Some(list) = &g.logprobs else {
-        return Value::Null;
+/// OpenAI's log-probability entries: `token` (the token's text), `bytes` (its raw bytes, which
+/// may be part of a character), `logprob`, `top_logprobs`; plus `token_id` (an extension).
+fn logprob_entries(tokenizer: Option<&Tokenizer>, list: &[TokenLogprob]) -> Vec<Value> {
+    let entry = |id: u32, logprob: f32| {
+        let bytes = tokenizer
+            .and_then(|t| t.token_bytes(id))
+            .unwrap_or_default();
+        json!({
+            "token": String::from_utf8_lossy(&bytes),
+            "token_id": id,
+            "logprob": logprob,
+            "bytes": bytes,
+        })
     };
-    let entry = |id: u32, lp: f32| json!({"token": format!("<{id}>"), "token_id": id, "logprob": lp, "bytes": null});
-    let content: Vec<Value> = list
-        .iter()
+    list.iter()
         .map(|t| {
             let mut e = entry(t.token_id, t.logprob);
             e["top_logprobs"] = Value::Array(t.top.iter().map(|&(i, l)| entry(i, l)).collect());
             e
         })
-        .collect();
-    json!({"content": content})
+        .collect()
 }
 
 struct ChunkMaker {
@@ -476,17 +550,22 @@ impl ChunkMaker {
     }
 
     fn delta(&self, delta: Value, finish: Option<&str>) -> String {
-        let v = self
-            .base(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]));
+        self.delta_with(delta, None, finish)
+    }
+
+    fn delta_with(&self, delta: Value, logprobs: Option<Value>, finish: Option<&str>) -> String {
+        let v = self.base(json!([{
+            "index": 0,
+            "delta": delta,
+            "logprobs": logprobs,
+            "finish_reason": finish,
+        }]));
         format!("data: {v}\n\n")
     }
 }
 
-async fn embeddings(
-    State(state): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let req: EmbeddingsRequest = parse_body(body)?;
+async fn embeddings(State(state): State<Shared>, body: Body) -> Result<Response, ApiError> {
+    let req: EmbeddingsRequest = parse_body(&state, body).await?;
     check_model(&state, &req.model)?;
     if state.chat {
         return Err(ApiError::bad_request(
@@ -547,11 +626,12 @@ async fn embeddings(
         }))
         .await
         .map_err(|_| ApiError::internal("the model worker stopped"))?;
-    let rows = rx
+    let output = rx
         .await
         .map_err(|_| ApiError::internal("the model worker stopped"))??;
     drop(permit);
-    let data: Vec<Value> = rows
+    let data: Vec<Value> = output
+        .rows
         .iter()
         .enumerate()
         .map(|(i, v)| {
@@ -568,7 +648,7 @@ async fn embeddings(
         "object": "list",
         "data": data,
         "model": state.config.model_id,
-        "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        "usage": {"prompt_tokens": output.prompt_tokens, "total_tokens": output.prompt_tokens},
     }))
     .into_response())
 }

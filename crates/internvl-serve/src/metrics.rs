@@ -23,8 +23,8 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Latency>>,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
-    /// Generations stopped early because their client went away (shared with the model worker).
-    pub cancelled_generations: std::sync::Arc<AtomicU64>,
+    /// Counters kept by the model worker.
+    pub worker: std::sync::Arc<crate::worker::WorkerStats>,
 }
 
 impl Metrics {
@@ -94,7 +94,9 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP internvl_prompt_tokens_total Prompt tokens of completed chat requests.\n# TYPE internvl_prompt_tokens_total counter\ninternvl_prompt_tokens_total {}", self.prompt_tokens.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP internvl_completion_tokens_total Generated tokens.\n# TYPE internvl_completion_tokens_total counter\ninternvl_completion_tokens_total {}", self.completion_tokens.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP internvl_cancelled_generations_total Generations stopped because the client disconnected.\n# TYPE internvl_cancelled_generations_total counter\ninternvl_cancelled_generations_total {}", self.cancelled_generations.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP internvl_cancelled_generations_total Generations stopped because the client disconnected.\n# TYPE internvl_cancelled_generations_total counter\ninternvl_cancelled_generations_total {}", self.worker.cancelled.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP internvl_decode_steps_total Batched decode steps (one token for every running request).\n# TYPE internvl_decode_steps_total counter\ninternvl_decode_steps_total {}", self.worker.decode_steps.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP internvl_decode_rows_total Requests summed over decode steps (divide by the steps for the mean batch).\n# TYPE internvl_decode_rows_total counter\ninternvl_decode_rows_total {}", self.worker.decode_rows.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP internvl_requests_running Requests holding a worker slot.\n# TYPE internvl_requests_running gauge\ninternvl_requests_running {busy}");
         let _ = writeln!(out, "# HELP internvl_requests_waiting Requests waiting for a slot.\n# TYPE internvl_requests_waiting gauge\ninternvl_requests_waiting {waiting}");
         out

@@ -1,4 +1,7 @@
-//! The model worker: one OS thread owns the model and runs queued jobs one at a time.
+//! The model worker: one OS thread owns the model. Chat requests are decoded with continuous
+//! batching: a new request's prompt runs (prefill) between decode steps, then joins the rows
+//! whose next tokens are computed together in one batched step; a finished or cancelled row
+//! leaves at once. Embedding requests run between steps.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -10,8 +13,11 @@ use image::RgbImage;
 use internvl::models::internvl_cg::{l2_normalize, Head};
 use internvl::models::{ModelFolder, ModelKind};
 use internvl::processing::templates::PromptBuilder;
-use internvl::tasks::chat::{ChatModel, Generation, GenerationOptions};
+use internvl::tasks::chat::{
+    ChatModel, Generation, GenerationOptions, GenerationState, TokenLogprob,
+};
 use internvl::tasks::contrastive::{ContrastiveSession, ImagePreprocessor, ImageTransform};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::ApiError;
@@ -89,8 +95,14 @@ pub enum ChatEvent {
         /// Prompt tokens.
         prompt_ids: Vec<u32>,
     },
-    /// A streamed piece of text.
-    Text(String),
+    /// Newly generated text (possibly empty: a token may end mid-character or start a stop
+    /// string) and the log-probabilities of the tokens generated since the last event.
+    Delta {
+        /// Text to append.
+        text: String,
+        /// One entry per new token, when log-probabilities were requested.
+        logprobs: Vec<TokenLogprob>,
+    },
     /// Generation finished.
     Done(Box<Generation>),
     /// The job failed.
@@ -132,8 +144,17 @@ pub struct EmbedJob {
     pub inputs: Vec<EmbedInput>,
     /// The image head.
     pub head: Head,
-    /// Where the L2-normalised vectors go (one per input, in order).
-    pub reply: oneshot::Sender<Result<Vec<Vec<f32>>, ApiError>>,
+    /// Where the result goes.
+    pub reply: oneshot::Sender<Result<EmbedOutput, ApiError>>,
+}
+
+/// The result of an embeddings request.
+#[derive(Debug)]
+pub struct EmbedOutput {
+    /// L2-normalised vectors, one per input, in order.
+    pub rows: Vec<Vec<f32>>,
+    /// Tokens read for the text inputs (images count none).
+    pub prompt_tokens: usize,
 }
 
 /// A queued job.
@@ -145,40 +166,171 @@ pub enum Job {
     Embed(EmbedJob),
 }
 
-/// Runs jobs until the queue closes; counts the chat generations cut short by a disconnect in
-/// `cancelled`.
-pub fn run(backend: Backend, mut jobs: mpsc::Receiver<Job>, cancelled: &AtomicU64) {
-    while let Some(job) = jobs.blocking_recv() {
-        match job {
-            Job::Chat(job) => {
-                let events = job.events.clone();
-                if job.cancel.load(Ordering::Relaxed) {
-                    continue;
-                }
-                let outcome =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| run_chat(&backend, job)));
-                let failure = match outcome {
-                    Ok(Ok(was_cancelled)) => {
-                        if was_cancelled {
-                            cancelled.fetch_add(1, Ordering::Relaxed);
-                        }
-                        None
-                    }
-                    Ok(Err(e)) => Some(e),
-                    Err(_) => Some(ApiError::internal("the model worker panicked")),
-                };
-                if let Some(e) = failure {
+/// Counters the worker shares with the server's metrics.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Chat generations cut short by a client disconnect.
+    pub cancelled: AtomicU64,
+    /// Batched decode steps run.
+    pub decode_steps: AtomicU64,
+    /// Rows (requests) summed over the decode steps; `/ decode_steps` is the mean batch.
+    pub decode_rows: AtomicU64,
+}
+
+/// A chat request being decoded.
+struct Running {
+    state: GenerationState,
+    events: mpsc::UnboundedSender<ChatEvent>,
+    cancel: Arc<AtomicBool>,
+    /// Log-probability entries already sent.
+    sent_logprobs: usize,
+}
+
+/// Runs jobs until the queue closes and every admitted generation has finished; at most
+/// `max_batch` chat requests decode together.
+pub fn run(backend: Backend, mut jobs: mpsc::Receiver<Job>, max_batch: usize, stats: &WorkerStats) {
+    let mut running: Vec<Running> = Vec::new();
+    let mut open = true;
+    loop {
+        if running.is_empty() {
+            match jobs.blocking_recv() {
+                Some(job) => admit(&backend, job, &mut running),
+                None => break,
+            }
+        }
+        while open && running.len() < max_batch.max(1) {
+            match jobs.try_recv() {
+                Ok(job) => admit(&backend, job, &mut running),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
+            }
+        }
+        if !running.is_empty() {
+            running = decode_round(&backend, running, stats);
+        } else if !open {
+            break;
+        }
+    }
+}
+
+/// Starts a chat job (prompt + prefill) or runs an embedding job.
+fn admit(backend: &Backend, job: Job, running: &mut Vec<Running>) {
+    match job {
+        Job::Chat(job) => {
+            if job.cancel.load(Ordering::Relaxed) {
+                return;
+            }
+            let events = job.events.clone();
+            let started = guarded(|| start_chat(backend, job));
+            match started {
+                Ok(Some(r)) => running.push(r),
+                Ok(None) => {}
+                Err(e) => {
                     let _ = events.send(ChatEvent::Failed(e));
                 }
             }
-            Job::Embed(job) => {
-                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    run_embed(&backend, &job.inputs, job.head)
-                }))
-                .unwrap_or_else(|_| Err(ApiError::internal("the model worker panicked")));
-                let _ = job.reply.send(outcome);
+        }
+        Job::Embed(job) => {
+            let outcome = guarded(|| run_embed(backend, &job.inputs, job.head));
+            let _ = job.reply.send(outcome);
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into a 500.
+fn guarded<T>(f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(ApiError::internal("the model worker panicked")))
+}
+
+/// One round: every running request chooses its next token (streaming its text); those that go
+/// on are fed to the model in one batched step. Returns the requests still running.
+fn decode_round(backend: &Backend, running: Vec<Running>, stats: &WorkerStats) -> Vec<Running> {
+    let Backend::Chat(model) = backend else {
+        return Vec::new();
+    };
+    let mut next = Vec::with_capacity(running.len());
+    let mut tokens = Vec::with_capacity(running.len());
+    for mut r in running {
+        if r.cancel.load(Ordering::Relaxed) {
+            r.state.cancel();
+            stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            let _ = guarded(|| model.finish(r.state, &mut |_| {}).map_err(model_error));
+            continue;
+        }
+        let mut text = String::new();
+        let chosen = guarded(|| {
+            model
+                .choose_next(&mut r.state, &mut |piece| text.push_str(piece))
+                .map_err(model_error)
+        });
+        match chosen {
+            Ok(Some(token)) => {
+                send_delta(&mut r, text);
+                tokens.push(token);
+                next.push(r);
+            }
+            Ok(None) => {
+                let finished = guarded(|| {
+                    model
+                        .finish(r.state, &mut |piece| text.push_str(piece))
+                        .map_err(model_error)
+                });
+                let logprobs = match &finished {
+                    Ok(g) => g.logprobs.as_deref().unwrap_or_default(),
+                    Err(_) => &[],
+                };
+                let new = logprobs.get(r.sent_logprobs..).unwrap_or_default().to_vec();
+                if !text.is_empty() || !new.is_empty() {
+                    let _ = r.events.send(ChatEvent::Delta {
+                        text,
+                        logprobs: new,
+                    });
+                }
+                let _ = r.events.send(match finished {
+                    Ok(g) => ChatEvent::Done(Box::new(g)),
+                    Err(e) => ChatEvent::Failed(e),
+                });
+            }
+            Err(e) => {
+                let _ = r.events.send(ChatEvent::Failed(e));
             }
         }
+    }
+    if next.is_empty() {
+        return next;
+    }
+    stats.decode_steps.fetch_add(1, Ordering::Relaxed);
+    stats
+        .decode_rows
+        .fetch_add(next.len() as u64, Ordering::Relaxed);
+    let stepped = guarded(|| {
+        let mut states: Vec<&mut GenerationState> = next.iter_mut().map(|r| &mut r.state).collect();
+        model.decode_step(&mut states, &tokens).map_err(model_error)
+    });
+    if let Err(e) = stepped {
+        for r in &next {
+            let _ = r.events.send(ChatEvent::Failed(e.clone()));
+        }
+        return Vec::new();
+    }
+    next
+}
+
+/// Sends the text and the log-probabilities not sent yet (nothing when both are empty); a
+/// closed channel marks the request cancelled.
+fn send_delta(r: &mut Running, text: String) {
+    let logprobs = r
+        .state
+        .logprobs()
+        .and_then(|l| l.get(r.sent_logprobs..))
+        .unwrap_or_default()
+        .to_vec();
+    r.sent_logprobs += logprobs.len();
+    if (!text.is_empty() || !logprobs.is_empty())
+        && r.events.send(ChatEvent::Delta { text, logprobs }).is_err()
+    {
+        r.cancel.store(true, Ordering::Relaxed);
     }
 }
 
@@ -190,8 +342,9 @@ fn model_error(e: internvl::Error) -> ApiError {
     }
 }
 
-/// Runs one chat job; `Ok(true)` when the client's disconnect cut the generation short.
-fn run_chat(backend: &Backend, job: ChatJob) -> Result<bool, ApiError> {
+/// Builds the prompt, checks it against the context and runs the prefill; `None` when the
+/// client has already gone.
+fn start_chat(backend: &Backend, job: ChatJob) -> Result<Option<Running>, ApiError> {
     let Backend::Chat(model) = backend else {
         return Err(ApiError::bad_request(
             "this model serves embeddings, not chat completions",
@@ -226,41 +379,25 @@ fn run_chat(backend: &Backend, job: ChatJob) -> Result<bool, ApiError> {
         ))
         .with_code("context_length_exceeded"));
     }
-    let events = job.events.clone();
-    let cancel = job.cancel.clone();
-    if events
-        .send(ChatEvent::Started {
-            prompt_ids: prompt_ids.clone(),
-        })
-        .is_err()
-    {
-        return Ok(true);
-    }
-    let mut on_text = |piece: &str| {
-        if events.send(ChatEvent::Text(piece.to_string())).is_err() {
-            cancel.store(true, Ordering::Relaxed);
-        }
-    };
-    let is_cancelled = || job.cancel.load(Ordering::Relaxed);
-    let generation = model
-        .generate_cancellable(
-            &prompt_ids,
-            images.as_ref(),
-            &job.options,
-            &mut on_text,
-            &is_cancelled,
-        )
+    let state = model
+        .start(&prompt_ids, images.as_ref(), &job.options)
         .map_err(model_error)?;
-    let was_cancelled = generation.cancelled;
-    let _ = job.events.send(ChatEvent::Done(Box::new(generation)));
-    Ok(was_cancelled)
+    if job.events.send(ChatEvent::Started { prompt_ids }).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(Running {
+        state,
+        events: job.events,
+        cancel: job.cancel,
+        sent_logprobs: 0,
+    }))
 }
 
 fn run_embed(
     backend: &Backend,
     inputs: &[EmbedInput],
     head: Head,
-) -> Result<Vec<Vec<f32>>, ApiError> {
+) -> Result<EmbedOutput, ApiError> {
     let Backend::Embed(embed) = backend else {
         return Err(ApiError::bad_request(
             "this model serves chat completions, not embeddings (use an InternVL-C/G model)",
@@ -281,6 +418,16 @@ fn run_embed(
         })
         .collect::<internvl::Result<Vec<Tensor>>>()
         .map_err(model_error)?;
+    let prompt_tokens = if texts.is_empty() {
+        0
+    } else {
+        embed
+            .session
+            .text_token_counts(&texts)
+            .map_err(model_error)?
+            .iter()
+            .sum()
+    };
     let text_rows = if texts.is_empty() {
         Vec::new()
     } else {
@@ -305,11 +452,15 @@ fn run_embed(
         compute().map_err(model_error)?
     };
     let (mut t, mut i) = (text_rows.into_iter(), image_rows.into_iter());
-    Ok(inputs
+    let rows = inputs
         .iter()
         .map(|input| match input {
             EmbedInput::Text(_) => t.next().expect("one row per text"),
             EmbedInput::Image(_) => i.next().expect("one row per image"),
         })
-        .collect())
+        .collect();
+    Ok(EmbedOutput {
+        rows,
+        prompt_tokens,
+    })
 }

@@ -1,6 +1,8 @@
 //! `cargo bench -p internvl --bench llm_decode`: greedy decode speed of an InternVL2-1B-shaped
 //! language model (Qwen2-0.5B: 24 layers, width 896, 14 heads / 2 KV heads, MLP 4864, vocab
-//! 151674) with random weights, f32, after a 64-token prompt; prints a table with the peers.
+//! 151674) with random weights, f32, after a 64-token prompt; prints a table with the peers,
+//! then the aggregate speed of batched decode steps over independent sequences (what
+//! `internvl serve`'s continuous batching runs) against one sequence at a time.
 
 use std::time::Instant;
 
@@ -55,6 +57,45 @@ fn main() -> internvl::Result<()> {
     println!("| peer (reference machine, 2 threads) | tok/s | ours / peer |\n|---|---:|---:|");
     for (peer, rate) in PEERS {
         println!("| {peer} | {rate:.1} | {:.2}x |", decode / rate);
+    }
+    batched_decode(&llm, prompt, &device)
+}
+
+/// Aggregate tokens per second when `n` sequences (each after its own `prompt`-token prompt)
+/// share every decode step via `Llm::forward_many`.
+fn batched_decode(llm: &Llm, prompt: usize, device: &Device) -> internvl::Result<()> {
+    const STEPS: usize = 16;
+    let widths = [1usize, 2, 4, 8];
+    let mut caches = Vec::new();
+    for s in 0..widths[widths.len() - 1] {
+        let ids =
+            Tensor::arange(s as u32 * 100, (s * 100 + prompt) as u32, device)?.unsqueeze(0)?;
+        let positions = Tensor::arange(0i64, prompt as i64, device)?.unsqueeze(0)?;
+        let mut cache = KvCache::new();
+        llm.forward_last(&llm.embed(&ids)?, &positions, None, &mut cache)?;
+        caches.push(cache);
+    }
+    println!("\n| sequences per decode step | aggregate tok/s | per sequence tok/s | vs 1 |\n|---:|---:|---:|---:|");
+    let mut single = 0.0;
+    for &n in &widths {
+        let mut rows: Vec<KvCache> = caches[..n].to_vec();
+        let tokens: Vec<u32> = (0..n as u32).collect();
+        let start = Instant::now();
+        for step in 0..STEPS {
+            let embeds = llm.embed(&Tensor::new(tokens.as_slice(), device)?.unsqueeze(1)?)?;
+            let positions = vec![(prompt + step) as i64; n];
+            let mut refs: Vec<&mut KvCache> = rows.iter_mut().collect();
+            llm.forward_many(&embeds, &positions, &mut refs)?;
+        }
+        let rate = (n * STEPS) as f64 / start.elapsed().as_secs_f64();
+        if n == 1 {
+            single = rate;
+        }
+        println!(
+            "| {n} | {rate:.1} | {:.1} | {:.2}x |",
+            rate / n as f64,
+            rate / single
+        );
     }
     Ok(())
 }

@@ -141,6 +141,153 @@ pub fn attention(
     probs.matmul(&vh)?.transpose(1, 2)?.reshape((b, n, c))
 }
 
+/// Most rows [`linear_few_rows`] takes; more go to candle's GEMM.
+pub const FEW_ROWS: usize = 16;
+
+/// `x · weightᵀ (+ bias)` for `x` `[..., C]` with at most [`FEW_ROWS`] rows in all and `weight`
+/// `[K, C]`, as decoding needs it (one row per running sequence).
+///
+/// f32 on the CPU runs a kernel that reads every weight row once and takes its dot products with
+/// all the rows while it is in cache: a decode step is bound by reading the weights, so N rows
+/// cost little more than one (a general GEMM packs the weights first, which cost as much as the
+/// product at these shapes). Other dtypes / devices / more rows use candle's matmul.
+pub fn linear_few_rows(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let width = *dims.last().unwrap_or(&0);
+    let rows = x.elem_count() / width.max(1);
+    let fast_path = x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && x.device().is_cpu()
+        && (1..=FEW_ROWS).contains(&rows);
+    let out = if fast_path {
+        let x2 = x.reshape((rows, width))?.contiguous()?;
+        x2.apply_op2_no_bwd(&weight.contiguous()?, &few_rows::FewRowsMatmul)?
+    } else {
+        x.reshape((rows, width))?.matmul(&weight.t()?)?
+    };
+    let out = match bias {
+        Some(b) => out.broadcast_add(b)?,
+        None => out,
+    };
+    let mut out_dims = dims;
+    *out_dims.last_mut().expect("x has a last dimension") = weight.dim(0)?;
+    out.reshape(out_dims)
+}
+
+/// The kernel of [`linear_few_rows`].
+mod few_rows {
+    use candle_core::{CpuStorage, Layout, Shape};
+    use rayon::prelude::*;
+
+    /// Weight rows per rayon task.
+    const ROWS_PER_TASK: usize = 64;
+
+    pub struct FewRowsMatmul;
+
+    impl candle_core::CustomOp2 for FewRowsMatmul {
+        fn name(&self) -> &'static str {
+            "few-rows-matmul"
+        }
+
+        fn cpu_fwd(
+            &self,
+            xs: &CpuStorage,
+            xs_layout: &Layout,
+            w: &CpuStorage,
+            w_layout: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            let (CpuStorage::F32(xs), CpuStorage::F32(w)) = (xs, w) else {
+                candle_core::bail!("few-rows matmul expects f32");
+            };
+            let (Some((xa, xb)), Some((wa, wb))) = (
+                xs_layout.contiguous_offsets(),
+                w_layout.contiguous_offsets(),
+            ) else {
+                candle_core::bail!("few-rows matmul expects contiguous inputs");
+            };
+            let (xs, w) = (&xs[xa..xb], &w[wa..wb]);
+            let (m, c) = xs_layout.shape().dims2()?;
+            let (k, wc) = w_layout.shape().dims2()?;
+            if c != wc {
+                candle_core::bail!("few-rows matmul: x is [{m}, {c}], weight is [{k}, {wc}]");
+            }
+            // [K, M] first (each task owns whole weight rows), then transposed.
+            let mut by_row = vec![0f32; k * m];
+            by_row
+                .par_chunks_mut(ROWS_PER_TASK * m)
+                .zip(w.par_chunks(ROWS_PER_TASK * c))
+                .for_each(|(out, w)| {
+                    for (out, row) in out.chunks_exact_mut(m).zip(w.chunks_exact(c)) {
+                        dots(xs, c, row, out);
+                    }
+                });
+            let mut out = vec![0f32; m * k];
+            for (j, dots) in by_row.chunks_exact(m).enumerate() {
+                for (i, v) in dots.iter().enumerate() {
+                    out[i * k + j] = *v;
+                }
+            }
+            Ok((CpuStorage::F32(out), Shape::from_dims(&[m, k])))
+        }
+    }
+
+    /// `out[i] = xs[i] · row` for the `out.len()` rows of width `c` in `xs`.
+    fn dots(xs: &[f32], c: usize, row: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            for (start, group) in (0..out.len()).step_by(4).zip(out.chunks_mut(4)) {
+                let xs = &xs[start * c..(start + group.len()) * c];
+                // SAFETY: the features were just detected; slices are in bounds by construction.
+                unsafe {
+                    match group.len() {
+                        4 => dots_avx2::<4>(xs, c, row, group),
+                        3 => dots_avx2::<3>(xs, c, row, group),
+                        2 => dots_avx2::<2>(xs, c, row, group),
+                        _ => dots_avx2::<1>(xs, c, row, group),
+                    }
+                }
+            }
+            return;
+        }
+        for (x, o) in xs.chunks_exact(c).zip(out.iter_mut()) {
+            *o = x.iter().zip(row).map(|(a, b)| a * b).sum();
+        }
+    }
+
+    /// `M` dot products against one weight row: each 8-float piece of the row is loaded once
+    /// and multiplied into `M` accumulators.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dots_avx2<const M: usize>(xs: &[f32], c: usize, row: &[f32], out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        debug_assert!(xs.len() >= M * c && row.len() >= c && out.len() >= M);
+        let mut acc = [_mm256_setzero_ps(); M];
+        let full = c / 8 * 8;
+        let mut j = 0;
+        while j < full {
+            let w = _mm256_loadu_ps(row.as_ptr().add(j));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let x = _mm256_loadu_ps(xs.as_ptr().add(i * c + j));
+                *a = _mm256_fmadd_ps(x, w, *a);
+            }
+            j += 8;
+        }
+        for (i, a) in acc.iter().enumerate() {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
+            let mut sum: f32 = lanes.iter().sum();
+            for t in full..c {
+                sum += xs[i * c + t] * row[t];
+            }
+            out[i] = sum;
+        }
+    }
+}
+
 /// CPU kernels for [`softmax_last_dim`] and [`gelu_erf`]: candle's versions call scalar libm
 /// `exp`/`erf` per element, which made them a large share of the ViT's run time.
 mod fast {
@@ -555,6 +702,40 @@ mod fast {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn few_rows_linear_equals_matmul() {
+        let dev = Device::Cpu;
+        for (rows, width, outputs) in [(1, 13, 7), (2, 64, 130), (5, 37, 65), (16, 96, 33)] {
+            let x = Tensor::randn(0f32, 1.0, (rows, 1, width), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (outputs, width), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, outputs, &dev).unwrap();
+            let got = linear_few_rows(&x, &w, Some(&b)).unwrap();
+            assert_eq!(got.dims(), &[rows, 1, outputs]);
+            let want = x
+                .reshape((rows, width))
+                .unwrap()
+                .matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap()
+                .reshape((rows, 1, outputs))
+                .unwrap();
+            let diff = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{rows}x{width}x{outputs}: {diff}");
+        }
+        // More rows than the kernel takes: candle's matmul, same answer shape.
+        let x = Tensor::randn(0f32, 1.0, (20, 8), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (3, 8), &dev).unwrap();
+        assert_eq!(linear_few_rows(&x, &w, None).unwrap().dims(), &[20, 3]);
+    }
 
     #[test]
     fn identity_at_same_size() {

@@ -85,6 +85,56 @@ pub struct Generation {
     pub cancelled: bool,
 }
 
+/// A generation in progress (see [`ChatModel::start`]): the sequence's KV cache, the logits of
+/// its next token and what was generated so far.
+pub struct GenerationState {
+    prompt_len: usize,
+    cache: KvCache,
+    logits: Tensor,
+    sampler: Sampler,
+    options: GenerationOptions,
+    generated: Vec<u32>,
+    logprobs: Option<Vec<TokenLogprob>>,
+    streamed: String,
+    stop_text: Option<String>,
+    stopped: bool,
+    cancelled: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for GenerationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerationState")
+            .field("prompt_len", &self.prompt_len)
+            .field("generated", &self.generated)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl GenerationState {
+    /// Tokens generated so far.
+    pub fn token_ids(&self) -> &[u32] {
+        &self.generated
+    }
+
+    /// Log-probabilities recorded so far (when requested).
+    pub fn logprobs(&self) -> Option<&[TokenLogprob]> {
+        self.logprobs.as_deref()
+    }
+
+    /// Marks the generation as cut short by the caller (reported in [`Generation::cancelled`]).
+    pub fn cancel(&mut self) {
+        self.cancelled = true;
+        self.done = true;
+    }
+
+    /// Whether it has ended.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
 /// Images prepared for one prompt.
 #[derive(Debug, Clone)]
 pub struct PreparedImages {
@@ -295,83 +345,162 @@ impl ChatModel {
         on_text: &mut dyn FnMut(&str),
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Generation> {
+        let mut state = self.start(prompt_ids, images, options)?;
+        loop {
+            if cancelled() {
+                state.cancelled = true;
+                break;
+            }
+            match self.choose_next(&mut state, on_text)? {
+                Some(token) => self.decode_step(&mut [&mut state], &[token])?,
+                None => break,
+            }
+        }
+        self.finish(state, on_text)
+    }
+
+    /// Runs the prompt (prefill) and returns the state from which tokens are chosen with
+    /// [`ChatModel::choose_next`] and fed back with [`ChatModel::decode_step`]; several states
+    /// share one decode step (continuous batching).
+    pub fn start(
+        &self,
+        prompt_ids: &[u32],
+        images: Option<&PreparedImages>,
+        options: &GenerationOptions,
+    ) -> Result<GenerationState> {
         self.check_context(prompt_ids.len(), options.max_new_tokens)?;
+        if options.max_new_tokens == 0 {
+            return Err(Error::InvalidArgument(
+                "max_new_tokens must be at least 1".into(),
+            ));
+        }
         let mut cache = KvCache::new();
         let embeds = self.prompt_embeds(prompt_ids, images)?;
         let positions =
             Tensor::arange(0i64, prompt_ids.len() as i64, &self.device)?.unsqueeze(0)?;
-        let mut logits = self
+        let logits = self
             .llm
             .forward_last(&embeds, &positions, None, &mut cache)?
             .squeeze(0)?;
-        let mut sampler = Sampler::new(options);
-        let mut generated: Vec<u32> = Vec::new();
-        let mut logprobs = options.top_logprobs.map(|_| Vec::new());
-        let mut streamed = String::new();
-        let mut stop_text: Option<String> = None;
-        let mut stopped = false;
-        let mut was_cancelled = false;
-        for step in 0..options.max_new_tokens {
-            if cancelled() {
-                was_cancelled = true;
-                break;
-            }
-            let history: Vec<u32> = self
-                .bos
-                .into_iter()
-                .chain(generated.iter().copied())
-                .collect();
-            let token = sampler.next(&logits, &history)?;
-            if let (Some(k), Some(list)) = (options.top_logprobs, logprobs.as_mut()) {
-                list.push(token_logprob(&logits, token, k)?);
-            }
-            generated.push(token);
-            if token == self.eos {
-                stopped = true;
-                break;
-            }
-            let text = self.tokenizer.decode(&generated, true)?;
-            if let Some(stop) = options
-                .stop_strings
-                .iter()
-                .find(|s| !s.is_empty() && text.contains(s.as_str()))
-            {
-                stop_text = Some(text[..text.find(stop.as_str()).expect("found")].to_string());
-                stopped = true;
-                break;
-            }
-            // Stream only complete characters (a byte-level token may end mid-character), and
-            // hold back a tail that could be the start of a stop string.
-            let safe = text.len() - held_back(&text, &options.stop_strings);
-            if !text.ends_with('\u{fffd}') && safe > streamed.len() && text.starts_with(&streamed) {
-                on_text(&text[streamed.len()..safe]);
-                streamed = text[..safe].to_string();
-            }
-            if step + 1 == options.max_new_tokens {
-                break;
-            }
-            let next = self.llm.embed(&Tensor::new(&[[token]], &self.device)?)?;
-            let position = Tensor::new(&[[(prompt_ids.len() + step) as i64]], &self.device)?;
-            logits = self
-                .llm
-                .forward_last(&next, &position, None, &mut cache)?
-                .squeeze(0)?;
+        Ok(GenerationState {
+            prompt_len: prompt_ids.len(),
+            cache,
+            logits,
+            sampler: Sampler::new(options),
+            options: options.clone(),
+            generated: Vec::new(),
+            logprobs: options.top_logprobs.map(|_| Vec::new()),
+            streamed: String::new(),
+            stop_text: None,
+            stopped: false,
+            cancelled: false,
+            done: false,
+        })
+    }
+
+    /// Chooses the next token from the state's logits, records it and streams the text it
+    /// completes through `on_text`. Returns the token when generation goes on (feed it to
+    /// [`ChatModel::decode_step`]), `None` once it has ended (stop token, stop string or
+    /// `max_new_tokens`).
+    pub fn choose_next(
+        &self,
+        state: &mut GenerationState,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Option<u32>> {
+        if state.done {
+            return Ok(None);
         }
-        let full = match stop_text {
+        let history: Vec<u32> = self
+            .bos
+            .into_iter()
+            .chain(state.generated.iter().copied())
+            .collect();
+        let token = state.sampler.next(&state.logits, &history)?;
+        if let (Some(k), Some(list)) = (state.options.top_logprobs, state.logprobs.as_mut()) {
+            list.push(token_logprob(&state.logits, token, k)?);
+        }
+        state.generated.push(token);
+        state.done = true;
+        if token == self.eos {
+            state.stopped = true;
+            return Ok(None);
+        }
+        let text = self.tokenizer.decode(&state.generated, true)?;
+        let stops = &state.options.stop_strings;
+        if let Some(stop) = stops
+            .iter()
+            .find(|s| !s.is_empty() && text.contains(s.as_str()))
+        {
+            state.stop_text = Some(text[..text.find(stop.as_str()).expect("found")].to_string());
+            state.stopped = true;
+            return Ok(None);
+        }
+        // Stream only complete characters (a byte-level token may end mid-character), and hold
+        // back a tail that could be the start of a stop string.
+        let safe = text.len() - held_back(&text, stops);
+        if !text.ends_with('\u{fffd}')
+            && safe > state.streamed.len()
+            && text.starts_with(&state.streamed)
+        {
+            on_text(&text[state.streamed.len()..safe]);
+            state.streamed = text[..safe].to_string();
+        }
+        if state.generated.len() == state.options.max_new_tokens {
+            return Ok(None);
+        }
+        state.done = false;
+        Ok(Some(token))
+    }
+
+    /// Feeds `tokens[r]` (from [`ChatModel::choose_next`]) to `states[r]`, all rows in one
+    /// batched decoder step, and leaves each state's logits for its next choice.
+    pub fn decode_step(&self, states: &mut [&mut GenerationState], tokens: &[u32]) -> Result<()> {
+        if states.len() != tokens.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} generation states but {} tokens",
+                states.len(),
+                tokens.len()
+            )));
+        }
+        if states.is_empty() {
+            return Ok(());
+        }
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(1)?;
+        let embeds = self.llm.embed(&ids)?;
+        let positions: Vec<i64> = states
+            .iter()
+            .map(|s| (s.prompt_len + s.generated.len() - 1) as i64)
+            .collect();
+        let mut caches: Vec<&mut KvCache> = states.iter_mut().map(|s| &mut s.cache).collect();
+        let logits = self.llm.forward_many(&embeds, &positions, &mut caches)?;
+        for (row, state) in states.iter_mut().enumerate() {
+            state.logits = logits.get(row)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a generation: flushes the text held back from streaming through `on_text` and
+    /// returns the answer as `chat()` does.
+    pub fn finish(
+        &self,
+        state: GenerationState,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation> {
+        let full = match state.stop_text {
             Some(t) => t,
-            None => self.tokenizer.decode(&generated, true)?,
+            None => self.tokenizer.decode(&state.generated, true)?,
         };
         // Flush what was held back (a partial character, or text before a stop string).
-        if full.len() > streamed.len() && full.starts_with(&streamed) {
-            on_text(&full[streamed.len()..]);
+        if full.len() > state.streamed.len() && full.starts_with(&state.streamed) {
+            on_text(&full[state.streamed.len()..]);
         }
         let text = self.prompts.template().response(&full);
         Ok(Generation {
-            token_ids: generated,
+            token_ids: state.generated,
             text,
-            logprobs,
-            stopped,
-            cancelled: was_cancelled,
+            logprobs: state.logprobs,
+            stopped: state.stopped,
+            cancelled: state.cancelled,
         })
     }
 

@@ -396,6 +396,18 @@ impl ContrastiveSession {
         Ok(out)
     }
 
+    /// Tokens the model reads for each text (BOS, `"summarize:"` prefix, text, EOS; after
+    /// the release's truncation).
+    pub fn text_token_counts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<usize>> {
+        Ok(self
+            .tokenizer
+            .encode_batch(texts)?
+            .attention_mask
+            .iter()
+            .map(|row| row.iter().filter(|&&m| m != 0).count())
+            .collect())
+    }
+
     /// L2-normalised text embeddings `[N, E]` (`"summarize:"` prefix, BOS/EOS, right padding with 0).
     pub fn text_embeds_normalized<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
         if texts.is_empty() {

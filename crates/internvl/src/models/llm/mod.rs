@@ -198,14 +198,23 @@ impl Llm {
         self.logits(&hidden.narrow(1, last, 1)?.squeeze(1)?)
     }
 
-    /// The final-norm hidden states `[B, T, C]` (arguments as in [`Llm::forward`]).
-    pub fn hidden_states(
+    /// One decoding step for several independent sequences (continuous batching): row `r` of
+    /// `embeds` `[N, 1, C]` is the next token of the sequence whose keys/values are in
+    /// `caches[r]` (each a single unpadded sequence), at position `positions[r]`. Returns f32
+    /// logits `[N, V]`, equal (to float rounding) to running each row alone with
+    /// [`Llm::forward_last`].
+    pub fn forward_many(
         &self,
         embeds: &Tensor,
-        position_ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        cache: &mut KvCache,
+        positions: &[i64],
+        caches: &mut [&mut KvCache],
     ) -> Result<Tensor> {
+        self.check_embeds(embeds)?;
+        let hidden = self.decoder.hidden_states_many(embeds, positions, caches)?;
+        self.logits(&hidden.squeeze(1)?)
+    }
+
+    fn check_embeds(&self, embeds: &Tensor) -> Result<()> {
         let (_, _, width) = embeds.dims3()?;
         if width != self.config.hidden_size || embeds.dtype() != self.dtype() {
             return Err(Error::InvalidArgument(format!(
@@ -215,6 +224,18 @@ impl Llm {
                 self.config.hidden_size
             )));
         }
+        Ok(())
+    }
+
+    /// The final-norm hidden states `[B, T, C]` (arguments as in [`Llm::forward`]).
+    pub fn hidden_states(
+        &self,
+        embeds: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        self.check_embeds(embeds)?;
         self.decoder
             .hidden_states(embeds, position_ids, attention_mask, cache)
     }

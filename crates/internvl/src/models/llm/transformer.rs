@@ -220,11 +220,73 @@ impl Decoder {
         Ok(self.weights.norm.forward(&x)?)
     }
 
+    /// One decoding step for independent sequences: row `r` of `embeds` `[N, 1, C]` is the next
+    /// token of the sequence cached in `caches[r]` (a batch of one, no padding) at
+    /// `positions[r]`. The linear layers run on all rows at once (the weights are read once per
+    /// step, which is what makes continuous batching pay); attention runs per row against its
+    /// own cache. Returns the final-norm hidden states `[N, 1, C]`.
+    pub(super) fn hidden_states_many(
+        &self,
+        embeds: &Tensor,
+        positions: &[i64],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Tensor> {
+        let (rows, len, _) = embeds.dims3()?;
+        if len != 1 || rows != positions.len() || rows != caches.len() {
+            return Err(Error::InvalidArgument(format!(
+                "a multi-sequence step takes one token per sequence: embeddings {:?}, {} positions, {} caches",
+                embeds.dims(),
+                positions.len(),
+                caches.len()
+            )));
+        }
+        let mut cos = Vec::with_capacity(rows);
+        let mut sin = Vec::with_capacity(rows);
+        let mut masks = Vec::with_capacity(rows);
+        for (cache, &position) in caches.iter_mut().zip(positions) {
+            cache.check_batch(1)?;
+            if position < 0 {
+                return Err(Error::InvalidArgument(
+                    "position_ids must not be negative".into(),
+                ));
+            }
+            let seq_len = cache.len() + 1;
+            self.check_length(seq_len)?;
+            let (c, s) = self
+                .rope
+                .tables(&[vec![position]], seq_len, embeds.device())?;
+            cos.push(c);
+            sin.push(s);
+            // One query at the end of an unpadded sequence sees every key.
+            masks.push(Tensor::zeros(
+                (1, 1, 1, 1, seq_len),
+                DType::F32,
+                embeds.device(),
+            )?);
+        }
+        // The rows travel as the positions of one sequence `[1, N, C]`: every linear layer is
+        // then a single `[N, C] × [C, K]` product (a batch of N would multiply N times).
+        let rope = (Tensor::cat(&cos, 2)?, Tensor::cat(&sin, 2)?);
+        let mut x = embeds.reshape((1, rows, ()))?;
+        for (index, layer) in self.weights.layers.iter().enumerate() {
+            let normed = layer.attention_norm.forward(&x)?;
+            let attended =
+                self.attention_many(&layer.attention, index, &normed, &rope, &masks, caches)?;
+            x = (x + attended)?;
+            let normed = layer.mlp_norm.forward(&x)?;
+            x = (&x + self.mlp(&layer.mlp, &normed)?)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        Ok(self.weights.norm.forward(&x)?.reshape((rows, 1, ()))?)
+    }
+
     /// LM-head logits in f32 of hidden states `[..., C]`.
     pub(super) fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let head = &self.weights.lm_head;
         let flat = hidden.flatten_to(D::Minus2)?;
-        let logits = flat.matmul(&head.t()?)?.to_dtype(DType::F32)?;
+        let logits = crate::ops::linear_few_rows(&flat, head, None)?.to_dtype(DType::F32)?;
         let mut dims = hidden.dims().to_vec();
         *dims
             .last_mut()
@@ -260,10 +322,42 @@ impl Decoder {
 
     fn mlp(&self, mlp: &Mlp, x: &Tensor) -> Result<Tensor> {
         let i = self.intermediate;
-        let gate_up = mlp.gate_up.forward(x)?;
+        let gate_up = linear(&mlp.gate_up, x)?;
         let gate = gate_up.narrow(D::Minus1, 0, i)?.silu()?;
         let up = gate_up.narrow(D::Minus1, i, i)?;
-        Ok(mlp.down.forward(&(gate * up)?)?)
+        linear(&mlp.down, &(gate * up)?)
+    }
+
+    /// q, k, v `[B, heads, T, d]` of `x` `[B, T, C]`, rotated by `rope`.
+    fn project_qkv(
+        &self,
+        attention: &Attention,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let Heads {
+            heads,
+            kv_heads,
+            head_dim: d,
+        } = self.heads;
+        let (b, t, _) = x.dims3()?;
+        let qkv = linear(&attention.qkv, x)?;
+        let split = |start: usize, count: usize| -> Result<Tensor> {
+            let part = qkv.narrow(D::Minus1, start * d, count * d)?;
+            Ok(part.reshape((b, t, count, d))?.transpose(1, 2)?)
+        };
+        let (cos, sin) = rope;
+        let q = rope::apply(&split(0, heads)?, cos, sin)?;
+        let k = rope::apply(&split(heads, kv_heads)?, cos, sin)?.contiguous()?;
+        let v = split(heads + kv_heads, kv_heads)?.contiguous()?;
+        Ok((q, k, v))
+    }
+
+    /// `[B, H, T, d]` attention output → o_proj of `[B, T, H·d]`.
+    fn merge_heads(&self, attention: &Attention, out: &Tensor) -> Result<Tensor> {
+        let (b, h, t, d) = out.dims4()?;
+        let merged = out.transpose(1, 2)?.reshape((b, t, h * d))?;
+        linear(&attention.o_proj, &merged)
     }
 
     fn attention(
@@ -274,26 +368,43 @@ impl Decoder {
         step: &Step,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let Heads {
-            heads,
-            kv_heads,
-            head_dim: d,
-        } = self.heads;
-        let (b, t, _) = x.dims3()?;
-        let qkv = attention.qkv.forward(x)?;
-        let split = |start: usize, count: usize| -> Result<Tensor> {
-            let part = qkv.narrow(D::Minus1, start * d, count * d)?;
-            Ok(part.reshape((b, t, count, d))?.transpose(1, 2)?)
-        };
-        let (cos, sin) = step.rope;
-        let q = rope::apply(&split(0, heads)?, cos, sin)?;
-        let k = rope::apply(&split(heads, kv_heads)?, cos, sin)?;
-        let v = split(heads + kv_heads, kv_heads)?.contiguous()?;
-        let (k, v) = cache.append(index, k.contiguous()?, v)?;
+        let (q, k, v) = self.project_qkv(attention, x, step.rope)?;
+        let (k, v) = cache.append(index, k, v)?;
         let out = grouped_attention(&q, &k, &v, step.mask, self.heads)?;
-        let merged = out.transpose(1, 2)?.reshape((b, t, heads * d))?;
-        Ok(attention.o_proj.forward(&merged)?)
+        self.merge_heads(attention, &out)
     }
+
+    /// Attention of one new token per row (`x` `[1, N, C]`: row r at "position" r), each row
+    /// against its own cache.
+    fn attention_many(
+        &self,
+        attention: &Attention,
+        index: usize,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        masks: &[Tensor],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.project_qkv(attention, x, rope)?;
+        let mut outs = Vec::with_capacity(caches.len());
+        for (row, (cache, mask)) in caches.iter_mut().zip(masks).enumerate() {
+            let row_k = k.narrow(2, row, 1)?.contiguous()?;
+            let row_v = v.narrow(2, row, 1)?.contiguous()?;
+            let (k, v) = cache.append(index, row_k, row_v)?;
+            let q = q.narrow(2, row, 1)?;
+            outs.push(grouped_attention(&q, &k, &v, mask, self.heads)?);
+        }
+        self.merge_heads(attention, &Tensor::cat(&outs, 2)?)
+    }
+}
+
+/// A linear layer; decode-sized inputs (a few rows) take [`crate::ops::linear_few_rows`].
+fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    Ok(crate::ops::linear_few_rows(
+        x,
+        layer.weight(),
+        layer.bias(),
+    )?)
 }
 
 /// softmax(q·kᵀ/√d + mask)·v with scores and softmax in f32. The query heads sharing a KV head

@@ -359,6 +359,24 @@ impl ByteLevelBpeTokenizer {
         Ok(text)
     }
 
+    /// The raw bytes one token stands for (an added token's text as UTF-8; a BPE token's
+    /// byte-level characters mapped back to bytes, possibly part of a character).
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        let token = self.id_to_token(id)?;
+        if self.added_by_id.contains_key(&id) {
+            return Some(token.into_bytes());
+        }
+        let byte_decoder = byte_decoder();
+        let mut bytes = Vec::new();
+        for c in token.chars() {
+            match byte_decoder.get(&c) {
+                Some(&b) => bytes.push(b),
+                None => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            }
+        }
+        Some(bytes)
+    }
+
     /// The id of an added token or of a BPE token.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.added_by_content

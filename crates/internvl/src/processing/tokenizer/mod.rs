@@ -225,6 +225,26 @@ impl Tokenizer {
         }
     }
 
+    /// The raw bytes of one token, as OpenAI's `logprobs.bytes` reports them: a byte piece
+    /// (`<0xE2>`, or a byte-level BPE character) gives its byte, `▁` a space, added tokens
+    /// their text.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        match self {
+            Self::SentencePiece(t) => {
+                let piece = t.id_to_token(id)?;
+                let hex = piece
+                    .strip_prefix("<0x")
+                    .and_then(|p| p.strip_suffix('>'))
+                    .filter(|h| h.len() == 2);
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => Some(vec![byte]),
+                    None => Some(piece.replace(SPACE_SYMBOL, " ").into_bytes()),
+                }
+            }
+            Self::ByteLevelBpe(t) => t.token_bytes(id),
+        }
+    }
+
     /// The beginning-of-sequence id, if any.
     pub fn bos_id(&self) -> Option<u32> {
         match self {

@@ -401,6 +401,88 @@ fn errors_are_openai_shaped_4xx() {
     assert_eq!(get(&server, "/health").0, 200);
 }
 
+/// A PNG whose header claims `width`x`height` (a decompression bomb's shape; no pixel data).
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    png.extend(0u32.to_be_bytes());
+    png.extend(b"IEND");
+    png.extend(crc32(b"IEND").to_be_bytes());
+    png
+}
+
+#[test]
+fn image_limits_are_enforced() {
+    let server = start(
+        "internvl_chat_qwen2/model",
+        &[
+            "--max-image-bytes",
+            "10000",
+            "--max-image-pixels",
+            "40000",
+            "--max-images",
+            "2",
+        ],
+    );
+    let (a, b) = chat_images(); // 300x170 (4.6 kB), 150x150 (17.4 kB)
+    let req = |urls: &[String]| {
+        let mut content: Vec<Value> = urls
+            .iter()
+            .map(|u| json!({"type": "image_url", "image_url": {"url": u}}))
+            .collect();
+        content.push(json!({"type": "text", "text": "hi"}));
+        json!({"model": "model", "max_tokens": 2, "messages": [{"role": "user", "content": content}]})
+            .to_string()
+    };
+    let bomb = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png_header_only(100_000, 100_000))
+    );
+    let cases = [
+        (
+            "decoded image over --max-image-bytes",
+            req(&[data_uri(&b)]),
+            413,
+        ),
+        ("image over --max-image-pixels", req(&[data_uri(&a)]), 400),
+        ("10^10-pixel header (decompression bomb)", req(&[bomb]), 400),
+        (
+            "more images than --max-images",
+            req(&[data_uri(&a), data_uri(&a), data_uri(&a)]),
+            400,
+        ),
+    ];
+    for (what, body, expected) in cases {
+        let (status, text) = post(&server, "/v1/chat/completions", &body);
+        assert_openai_error(status, &text, expected, what);
+        println!(
+            "{what}: {status} {}",
+            serde_json::from_str::<Value>(&text).unwrap()["error"]["message"]
+        );
+    }
+    assert_eq!(get(&server, "/health").0, 200);
+}
+
 #[test]
 fn embeddings_match_internvl_embed() {
     let inputs = fixture("internvl_c_g/inputs");

@@ -42,6 +42,8 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// An OpenAI-compatible HTTP server: chat completions (InternVL-Chat) or embeddings (C/G).
     Serve(commands::serve::Args),
+    /// Training: objectives and gradients (`loss`), the SFT data pipeline (`preview`).
+    Train(commands::train::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => commands::chat::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Train(args) => commands::train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

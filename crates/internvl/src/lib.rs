@@ -12,5 +12,6 @@ pub mod models;
 pub mod ops;
 pub mod processing;
 pub mod tasks;
+pub mod training;
 
 pub use error::{Error, Result};

@@ -82,6 +82,9 @@ pub fn bicubic_resize_chw(grid: &Tensor, out_h: usize, out_w: usize) -> Result<T
 /// Softmax over the last dimension. f32 tensors on the CPU take a vectorised path (a Cody–Waite
 /// + degree-6 polynomial `exp`, ≈1 ulp, rows in parallel); other dtypes and devices use candle's op.
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.track_op() {
+        return candle_nn::ops::softmax(x, candle_core::D::Minus1);
+    }
     if x.dtype() == DType::F32 && x.device().is_cpu() {
         x.contiguous()?.apply_op1_no_bwd(&fast::Softmax)
     } else {
@@ -92,7 +95,7 @@ pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
 /// GELU with the exact erf, `0.5·x·(1 + erf(x/√2))`. f32 tensors on the CPU take a vectorised,
 /// parallel path (rational erf approximation, |error| < 1e-7); others use candle's `gelu_erf`.
 pub fn gelu_erf(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.dtype() == DType::F32 && x.device().is_cpu() {
+    if x.dtype() == DType::F32 && x.device().is_cpu() && !x.track_op() {
         x.contiguous()?.apply_op1_no_bwd(&fast::GeluErf)
     } else {
         x.gelu_erf()
@@ -118,6 +121,7 @@ pub fn attention(
         && q.device().is_cpu()
         && k.dtype() == DType::F32
         && v.dtype() == DType::F32
+        && !tracked(&[q, k, v])
     {
         return q.apply_op3_no_bwd(
             k,
@@ -141,6 +145,44 @@ pub fn attention(
     probs.matmul(&vh)?.transpose(1, 2)?.reshape((b, n, c))
 }
 
+/// Whether any of `tensors` is part of an autograd graph (a training forward). The fused CPU
+/// kernels here have no backward pass, so such inputs take candle's differentiable ops.
+pub fn tracked(tensors: &[&Tensor]) -> bool {
+    tensors.iter().any(|t| t.track_op())
+}
+
+/// LayerNorm over the last dimension (`weight`, `bias` broadcast), computed in f32: candle's
+/// fused kernel when nothing needs gradients, else the differentiable formula.
+pub fn layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    if !tracked(&[x, weight, bias]) {
+        return candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32);
+    }
+    let mean = x.mean_keepdim(candle_core::D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(candle_core::D::Minus1)?;
+    centred
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .broadcast_mul(weight)?
+        .broadcast_add(bias)
+}
+
+/// RMSNorm `x / √(mean(x²) + eps) · weight` (f32): candle's fused kernel when nothing needs
+/// gradients, else the differentiable formula.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    if !tracked(&[x, weight]) {
+        return candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32);
+    }
+    let inv_rms = (x.sqr()?.mean_keepdim(candle_core::D::Minus1)? + eps)?
+        .sqrt()?
+        .recip()?;
+    x.broadcast_mul(&inv_rms)?.broadcast_mul(weight)
+}
+
 /// Most rows [`linear_few_rows`] takes; more go to candle's GEMM.
 pub const FEW_ROWS: usize = 16;
 
@@ -162,7 +204,8 @@ pub fn linear_few_rows(
     let fast_path = x.dtype() == DType::F32
         && weight.dtype() == DType::F32
         && x.device().is_cpu()
-        && (1..=FEW_ROWS).contains(&rows);
+        && (1..=FEW_ROWS).contains(&rows)
+        && !tracked(&[x, weight]);
     let out = if fast_path {
         let x2 = x.reshape((rows, width))?.contiguous()?;
         x2.apply_op2_no_bwd(&weight.contiguous()?, &few_rows::FewRowsMatmul)?

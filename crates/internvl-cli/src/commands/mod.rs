@@ -11,6 +11,7 @@ pub mod info;
 pub mod retrieve;
 pub mod serve;
 pub mod tokenize;
+pub mod train;
 
 use std::path::PathBuf;
 

@@ -23,6 +23,10 @@ enum Source {
     RowConcat(Vec<String>),
 }
 
+/// Called with every tensor a model takes from the checkpoint (released name, loaded tensor); what
+/// it returns is what the model gets. Training uses it to hand out trainable variables.
+pub type TensorHook = Arc<dyn Fn(&str, Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
+
 /// An opened checkpoint folder.
 pub struct Checkpoint {
     dir: PathBuf,
@@ -31,6 +35,8 @@ pub struct Checkpoint {
     sources: BTreeMap<String, Source>,
     /// Released names handed out to a model so far.
     used: Mutex<BTreeSet<String>>,
+    /// See [`Checkpoint::set_tensor_hook`].
+    hook: Mutex<Option<TensorHook>>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -103,6 +109,7 @@ impl Checkpoint {
             sources: released_names(&stored),
             tensors,
             used: Mutex::new(BTreeSet::new()),
+            hook: Mutex::new(None),
         }))
     }
 
@@ -114,6 +121,13 @@ impl Checkpoint {
     /// Whether a tensor with this released name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.sources.contains_key(name)
+    }
+
+    /// Sets (or clears) the hook that every tensor handed to a model from now on passes through.
+    pub fn set_tensor_hook(&self, hook: Option<TensorHook>) {
+        if let Ok(mut slot) = self.hook.lock() {
+            *slot = hook;
+        }
     }
 
     /// A [`VarBuilder`] that serves tensors by released name, converted to `dtype` on `device`.
@@ -257,7 +271,11 @@ impl SimpleBackend for Backend {
                 shape.dims()
             )));
         }
-        Ok(tensor)
+        let hook = self.0.hook.lock().ok().and_then(|h| h.clone());
+        match hook {
+            Some(hook) => hook(name, tensor),
+            None => Ok(tensor),
+        }
     }
 
     fn get_unchecked(

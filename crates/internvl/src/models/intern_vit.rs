@@ -6,7 +6,7 @@
 //! size), so any input size works, square or not, multiple of the patch size or not.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Deserializer};
 
 use crate::ops::bicubic_resize_chw;
@@ -149,16 +149,18 @@ enum Norm {
 /// PyTorch's LayerNorm does for half inputs), the result cast back.
 #[derive(Debug, Clone)]
 pub struct LayerNorm32 {
-    norm: LayerNorm,
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
 }
 
 impl LayerNorm32 {
     /// Loads `weight` and `bias` of length `size`, kept in f32.
     pub fn load(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get(size, "weight")?.to_dtype(DType::F32)?;
-        let bias = vb.get(size, "bias")?.to_dtype(DType::F32)?;
         Ok(Self {
-            norm: LayerNorm::new(weight, bias, eps),
+            weight: vb.get(size, "weight")?.to_dtype(DType::F32)?,
+            bias: vb.get(size, "bias")?.to_dtype(DType::F32)?,
+            eps,
         })
     }
 }
@@ -166,7 +168,8 @@ impl LayerNorm32 {
 impl Module for LayerNorm32 {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dtype = x.dtype();
-        self.norm.forward(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)
+        crate::ops::layer_norm(&x.to_dtype(DType::F32)?, &self.weight, &self.bias, self.eps)?
+            .to_dtype(dtype)
     }
 }
 
@@ -209,7 +212,7 @@ impl RmsNorm {
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if x.dtype() == DType::F32 && self.weight.dtype() == DType::F32 {
-            return candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32);
+            return crate::ops::rms_norm(x, &self.weight, self.eps);
         }
         let dtype = x.dtype();
         let x32 = x.to_dtype(DType::F32)?;

@@ -28,6 +28,9 @@ pub struct InternVLCGConfig {
     /// transformers' top-level tie flag (absent in the release, so its default `true` applies).
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
+    /// Label smoothing of the stage-2 ITC loss (training only).
+    #[serde(default)]
+    pub label_smoothing: f64,
 }
 
 fn default_true() -> bool {
@@ -251,6 +254,31 @@ impl InternVLCG {
     /// The image-text matching head (`[C] → 2` logits), used by the training objectives.
     pub fn itm_head(&self) -> &Linear {
         &self.itm_head
+    }
+
+    /// The learnable query tokens `[1, Q, C]` (training objectives).
+    pub fn query_tokens(&self) -> &Tensor {
+        &self.query_tokens
+    }
+
+    /// `text_projection` `[C, E]` (training objectives).
+    pub fn text_projection(&self) -> &Tensor {
+        &self.text_projection
+    }
+
+    /// The stored `logit_scale` parameter (0-d, the log of the scale; training objectives).
+    pub fn logit_scale_param(&self) -> &Tensor {
+        &self.logit_scale
+    }
+
+    /// `clip_projector` (attention pooling) of ViT tokens `[B, N, Cv]` → `[B, E]`.
+    pub fn pool_vision(&self, vision_tokens: &Tensor) -> Result<Tensor> {
+        self.clip_projector.forward(vision_tokens)
+    }
+
+    /// `clip_projector2` (attention pooling) of QLLaMA query outputs `[B, Q, C]` → `[B, E]`.
+    pub fn pool_queries(&self, query_outputs: &Tensor) -> Result<Tensor> {
+        self.clip_projector2.forward(query_outputs)
     }
 
     /// The image size the release preprocesses to.

@@ -1,0 +1,8 @@
+//! Training: the losses of the release's objectives (stage-2 ITC / ITM / ITG, retrieval
+//! fine-tuning, CLIP-style contrastive, SFT), trainable parameters with autograd, the SFT data
+//! pipeline, and the trainer.
+
+pub mod losses;
+pub mod objectives;
+pub mod params;
+pub mod sft_data;

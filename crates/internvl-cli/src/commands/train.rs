@@ -1,7 +1,8 @@
 //! `internvl train`: training objectives and data, checkable from outside.
 //!
 //! * `internvl train loss`: an objective's loss (and gradients) on a pre-built batch;
-//! * `internvl train preview`: what the SFT data loader feeds the model.
+//! * `internvl train preview`: what the SFT data loader feeds the model;
+//! * `internvl train contrastive`: stage 1 (InternVL-C InfoNCE) on image-caption JSON Lines.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,6 +29,113 @@ enum Command {
     Loss(LossArgs),
     /// Show what the SFT loader makes of a conversation jsonl (ids, labels, positions, tiles).
     Preview(PreviewArgs),
+    /// Stage 1: contrastive training of InternVL-C on image-caption JSON Lines.
+    Contrastive(ContrastiveArgs),
+}
+
+/// The recipe options every training command shares.
+#[derive(Debug, clap::Args)]
+pub struct RecipeArgs {
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 100)]
+    steps: u64,
+    /// Samples per micro-batch.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Micro-batches per optimizer step (gradient accumulation).
+    #[arg(long, default_value_t = 1)]
+    accumulation: usize,
+    /// Peak learning rate (cosine schedule).
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// AdamW weight decay (norms, biases, embeddings and query tokens excluded).
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f64,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 10)]
+    warmup_steps: u64,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Seed of the data order and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Trainable parameters: comma-separated `*` patterns over released names, `!` excludes.
+    #[arg(long, default_value = "*")]
+    trainable: String,
+    /// Layer-wise learning-rate decay `VIT,QLLAMA` (e.g. 0.9,0.9), as the release's optimizer.
+    #[arg(long)]
+    layer_decay: Option<String>,
+    /// Also keep `checkpoint-N/` every N steps (`last/` is always written at the end).
+    #[arg(long)]
+    save_every: Option<u64>,
+}
+
+impl RecipeArgs {
+    fn options(&self) -> Result<internvl::training::trainer::TrainOptions> {
+        let layer_decay = match &self.layer_decay {
+            None => None,
+            Some(spec) => {
+                let parts: Vec<f64> = spec
+                    .split(',')
+                    .map(|p| p.trim().parse::<f64>())
+                    .collect::<std::result::Result<_, _>>()
+                    .with_context(|| {
+                        format!("--layer-decay `{spec}`: expected VIT,QLLAMA rates")
+                    })?;
+                match parts.as_slice() {
+                    [v, q] => Some((*v, *q)),
+                    _ => bail!("--layer-decay `{spec}`: expected two rates VIT,QLLAMA"),
+                }
+            }
+        };
+        let options = internvl::training::trainer::TrainOptions {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            accumulation: self.accumulation,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            warmup_steps: self.warmup_steps,
+            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            seed: self.seed,
+            adam: Default::default(),
+            layer_decay,
+            trainable: self.trainable.clone(),
+            save_every: self.save_every,
+        };
+        options.validate()?;
+        Ok(options)
+    }
+}
+
+/// Arguments of `internvl train contrastive`.
+#[derive(Debug, clap::Args)]
+pub struct ContrastiveArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image-caption JSON Lines (`{"image": ..., "caption": ...}` per line).
+    #[arg(long)]
+    data: PathBuf,
+    /// Folder the image paths are relative to (default: the data file's folder).
+    #[arg(long)]
+    image_root: Option<PathBuf>,
+    /// Output folder: metrics.jsonl, loss.png, last/ (a release-format model folder).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// No RandomResizedCrop / flip augmentation.
+    #[arg(long)]
+    no_augment: bool,
+    /// Stop after this many steps (saving), to resume later.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// Print the final record as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `internvl train preview`.
@@ -90,6 +198,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Loss(args) => loss(args),
         Command::Preview(args) => preview(args),
+        Command::Contrastive(args) => contrastive(args),
     }
 }
 
@@ -160,6 +269,38 @@ fn loss(args: LossArgs) -> Result<()> {
                 path.display()
             );
         }
+    }
+    Ok(())
+}
+
+fn contrastive(args: ContrastiveArgs) -> Result<()> {
+    use internvl::training::contrastive::{train_contrastive, ContrastiveRun};
+    let run = ContrastiveRun {
+        model: args.model.folder()?,
+        data: args.data.clone(),
+        image_root: args.image_root.clone(),
+        out_dir: args.out.clone(),
+        options: args.recipe.options()?,
+        resume: args.resume,
+        augment: !args.no_augment,
+        progress: !args.json,
+        stop_after: args.stop_after,
+    };
+    let records = train_contrastive(&run)?;
+    let last = records.last();
+    if args.json {
+        println!(
+            "{}",
+            json!({"steps_run": records.len(), "last": last, "model": args.out.join("last")})
+        );
+    } else if let Some(r) = last {
+        eprintln!(
+            "step {}: loss {:.4}; model in {}, metrics in {}",
+            r.step,
+            r.loss,
+            args.out.join("last").display(),
+            args.out.join("metrics.jsonl").display()
+        );
     }
     Ok(())
 }

@@ -17,7 +17,8 @@ use image::{GrayImage, ImageFormat, Luma, Rgb, RgbImage};
 use super::classification::ConfusionMatrix;
 use crate::{Error, Result};
 
-static FONT_BYTES: &[u8] = include_bytes!("fonts/DejaVuSans.ttf");
+/// DejaVu Sans (bundled, with its licence), shared with the training curves.
+pub(crate) static FONT_BYTES: &[u8] = include_bytes!("fonts/DejaVuSans.ttf");
 
 /// Text size of labels, counts and titles, in pixels.
 const FONT_PX: f32 = 14.0;
@@ -230,7 +231,7 @@ fn line_height(font: &FontRef, scale: PxScale) -> u32 {
     (scaled.ascent() - scaled.descent()).ceil() as u32
 }
 
-fn text_width(font: &FontRef, scale: PxScale, text: &str) -> f32 {
+pub(crate) fn text_width(font: &FontRef, scale: PxScale, text: &str) -> f32 {
     let scaled = font.as_scaled(scale);
     let mut width = 0.0;
     let mut previous = None;
@@ -246,7 +247,7 @@ fn text_width(font: &FontRef, scale: PxScale, text: &str) -> f32 {
 }
 
 /// Anti-aliased coverage of a line of text (255 = ink), one line high.
-fn rasterize(font: &FontRef, scale: PxScale, text: &str) -> GrayImage {
+pub(crate) fn rasterize(font: &FontRef, scale: PxScale, text: &str) -> GrayImage {
     let scaled = font.as_scaled(scale);
     let width = text_width(font, scale, text).ceil().max(1.0) as u32;
     let mut coverage = GrayImage::new(width, line_height(font, scale).max(1));
@@ -278,7 +279,7 @@ fn rasterize(font: &FontRef, scale: PxScale, text: &str) -> GrayImage {
 }
 
 /// Paints `colour` over `image` with the coverage as opacity, clipped to the image.
-fn blit(image: &mut RgbImage, coverage: &GrayImage, x: u32, y: u32, colour: Rgb<u8>) {
+pub(crate) fn blit(image: &mut RgbImage, coverage: &GrayImage, x: u32, y: u32, colour: Rgb<u8>) {
     for (cx, cy, alpha) in coverage.enumerate_pixels() {
         let (px, py) = (x + cx, y + cy);
         if alpha[0] == 0 || px >= image.width() || py >= image.height() {

@@ -199,10 +199,17 @@ impl Checkpoint {
         })
     }
 
-    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Option<Tensor>> {
-        let Some(source) = self.sources.get(name) else {
-            return Ok(None);
-        };
+    /// Every released tensor name.
+    pub fn names(&self) -> Vec<String> {
+        self.sources.keys().cloned().collect()
+    }
+
+    /// The stored tensor with this released name (stored dtype), without marking it used.
+    pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+        let source = self.sources.get(name).ok_or_else(|| Error::Checkpoint {
+            path: self.dir.clone(),
+            reason: format!("missing tensor `{name}`"),
+        })?;
         let tensor = match source {
             Source::Stored(stored) => self.tensors.load(stored, device)?,
             Source::RowConcat(parts) => {
@@ -213,6 +220,16 @@ impl Checkpoint {
                 Tensor::cat(&parts, 0)?
             }
         };
+        Ok(tensor)
+    }
+
+    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Option<Tensor>> {
+        if !self.sources.contains_key(name) {
+            return Ok(None);
+        }
+        let tensor = self
+            .tensor(name, device)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         self.used
             .lock()
             .expect("checkpoint usage lock poisoned")

@@ -343,6 +343,12 @@ impl InternVLCG {
     /// Unnormalised text embeddings `[N, E]`: the hidden state at the last non-pad token (EOS)
     /// times `text_projection`.
     pub fn text_embeds(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.text_features(ids)?.matmul(&self.text_projection)?)
+    }
+
+    /// The QLLaMA hidden state `[N, C]` at the last non-pad token (EOS) of each text, before
+    /// `text_projection`.
+    pub fn text_features(&self, ids: &Tensor) -> Result<Tensor> {
         let hidden = self.text_hidden_states(ids)?;
         let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
         let pooled = rows
@@ -356,7 +362,7 @@ impl InternVLCG {
                 Ok(hidden.get(i)?.get(real - 1)?)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::stack(&pooled, 0)?.matmul(&self.text_projection)?)
+        Ok(Tensor::stack(&pooled, 0)?)
     }
 
     /// `exp(logit_scale) · norm(image) · norm(text)ᵀ`, `[images, texts]`.

@@ -2,7 +2,12 @@
 //! fine-tuning, CLIP-style contrastive, SFT), trainable parameters with autograd, the SFT data
 //! pipeline, and the trainer.
 
+pub mod contrastive;
+pub mod curves;
+pub mod datasets;
 pub mod losses;
 pub mod objectives;
+pub mod optim;
 pub mod params;
 pub mod sft_data;
+pub mod trainer;

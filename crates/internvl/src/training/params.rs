@@ -117,6 +117,13 @@ impl Parameters {
         params
     }
 
+    /// Parameters made of given variables (for models built without a checkpoint).
+    pub fn from_vars(vars: BTreeMap<String, Var>) -> Self {
+        Self {
+            vars: Arc::new(Mutex::new(vars)),
+        }
+    }
+
     /// Stops handing out variables (frozen models load as usual again).
     pub fn detach(checkpoint: &Checkpoint) {
         checkpoint.set_tensor_hook(None);

@@ -1,0 +1,329 @@
+//! Stage 1 of the progressive alignment: contrastive training of InternVL-C (InternViT +
+//! `clip_projector` against QLLaMA's `"summarize:"` EOS state times `text_projection`) on the
+//! release's image-caption JSON Lines, with the symmetric InfoNCE of the stage-2 ITC
+//! (`exp(logit_scale)` not clamped).
+//!
+//! Two choices of this implementation, both reducing to the release's formula when they do not
+//! apply: identical captions within a batch are positives of each other (multi-positive soft
+//! targets, as the release's retrieval ITC does for equal image ids; with distinct captions these
+//! are the usual one-hot targets); and when no QLLaMA body weight trains (a locked text tower),
+//! each distinct caption's EOS state is computed once and cached.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+use rand::{Rng, SeedableRng};
+
+use super::datasets::{read_caption_jsonl, CaptionRecord};
+use super::losses::{l2_normalize, soft_cross_entropy};
+use super::params::{NamePatterns, Parameters};
+use super::trainer::{batch_indices, StepRecord, TrainOptions, Trainer};
+use crate::models::internvl_cg::InternVLCG;
+use crate::models::ModelFolder;
+use crate::processing::image::load_rgb;
+use crate::processing::tokenizer::InternVlCgTextTokenizer;
+use crate::tasks::contrastive::{ImagePreprocessor, ImageTransform};
+use crate::{Error, Result};
+
+/// The name checkpoints record for this objective.
+pub const OBJECTIVE: &str = "contrastive";
+
+/// A contrastive training run.
+#[derive(Debug, Clone)]
+pub struct ContrastiveRun {
+    /// The InternVL-C/G folder to start from.
+    pub model: PathBuf,
+    /// Image-caption JSON Lines.
+    pub data: PathBuf,
+    /// Folder the image paths are relative to (default: the data file's folder).
+    pub image_root: Option<PathBuf>,
+    /// Output folder: `metrics.jsonl`, `loss.png`, `last/` (and `checkpoint-N/`).
+    pub out_dir: PathBuf,
+    /// The recipe.
+    pub options: TrainOptions,
+    /// Continue from `out_dir/last`.
+    pub resume: bool,
+    /// RandomResizedCrop(scale 0.5–1) + horizontal flip (else the evaluation transform).
+    pub augment: bool,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Stop (after saving) once this many steps are done, to be resumed later.
+    pub stop_after: Option<u64>,
+}
+
+/// One sample: decoded image and caption.
+struct Sample {
+    image: PathBuf,
+    caption: String,
+}
+
+/// Trains and returns the records of the steps run.
+pub fn train_contrastive(run: &ContrastiveRun) -> Result<Vec<StepRecord>> {
+    let last = run.out_dir.join("last");
+    let start_from = if run.resume {
+        if !last.join("trainer_state.json").is_file() {
+            return Err(Error::InvalidArgument(format!(
+                "nothing to resume: {} has no trainer_state.json",
+                last.display()
+            )));
+        }
+        last.clone()
+    } else {
+        run.model.clone()
+    };
+    let folder = ModelFolder::open(&start_from)?;
+    let trainable = NamePatterns::parse(&run.options.trainable)?;
+    let params = Parameters::attach(folder.checkpoint(), trainable);
+    let model = InternVLCG::load(&folder, DType::F32, &Device::Cpu);
+    Parameters::detach(folder.checkpoint());
+    let model = model?;
+    let depth = (
+        model.vision().config().num_hidden_layers,
+        model.qllama().config().num_hidden_layers,
+    );
+    let text_locked = !params.vars().keys().any(|n| n.starts_with("qllama."));
+    let mut trainer = Trainer::new(
+        OBJECTIVE,
+        params,
+        run.options.clone(),
+        depth,
+        &run.out_dir,
+        run.resume.then_some(last.as_path()),
+    )?;
+    let samples = read_samples(run)?;
+    let tokenizer = InternVlCgTextTokenizer::from_folder(folder.dir())?;
+    let preprocessor = ImagePreprocessor::new(ImageTransform::Retrieval, model.image_size(), None)?;
+    let mut cache = HashMap::new();
+    let bar = progress_bar(run, &trainer);
+    let mut records = Vec::new();
+    let stop = run.options.steps.min(run.stop_after.unwrap_or(u64::MAX));
+    while trainer.step() < stop {
+        let record = trainer.train_step(|step, micro| {
+            let indices = batch_indices(samples.len(), run.options.seed, step, micro, &run.options);
+            let batch: Vec<&Sample> = indices.iter().map(|&i| &samples[i]).collect();
+            let pixels = batch_pixels(&batch, &indices, step, run, &preprocessor)?;
+            let captions: Vec<&str> = batch.iter().map(|s| s.caption.as_str()).collect();
+            let text = if text_locked {
+                cached_text_features(&model, &tokenizer, &captions, &mut cache)?
+            } else {
+                text_features(&model, &tokenizer, &captions)?
+            };
+            let loss = contrastive_loss(&model, &pixels, &text, &captions)?;
+            Ok((loss, Vec::new()))
+        })?;
+        if let Some(bar) = &bar {
+            bar.set_position(record.step);
+            bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
+        }
+        if trainer.should_save() || trainer.step() == stop {
+            save(&trainer, &folder, run)?;
+        }
+        records.push(record);
+    }
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    Ok(records)
+}
+
+/// Saves `last/` atomically (a new folder renamed over the old one, whose mapped files stay
+/// valid for the running process), plus `checkpoint-N/` at the `save_every` steps.
+fn save(trainer: &Trainer, source: &ModelFolder, run: &ContrastiveRun) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let staging = run.out_dir.join("last.saving");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    trainer.save(source, &staging)?;
+    let last = run.out_dir.join("last");
+    if last.exists() {
+        std::fs::remove_dir_all(&last).map_err(io(&last))?;
+    }
+    std::fs::rename(&staging, &last).map_err(io(&last))?;
+    if let Some(every) = run.options.save_every {
+        if trainer.step().is_multiple_of(every) {
+            let keep = run.out_dir.join(format!("checkpoint-{}", trainer.step()));
+            trainer.save(source, &keep)?;
+        }
+    }
+    Ok(())
+}
+
+fn progress_bar(run: &ContrastiveRun, trainer: &Trainer) -> Option<indicatif::ProgressBar> {
+    run.progress.then(|| {
+        let bar = indicatif::ProgressBar::new(run.options.steps);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({eta}) {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix("contrastive");
+        bar.set_position(trainer.step());
+        bar
+    })
+}
+
+fn read_samples(run: &ContrastiveRun) -> Result<Vec<Sample>> {
+    let records: Vec<CaptionRecord> = read_caption_jsonl(&run.data)?;
+    if records.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{} holds no samples",
+            run.data.display()
+        )));
+    }
+    let root = run
+        .image_root
+        .clone()
+        .or_else(|| run.data.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    Ok(records
+        .into_iter()
+        .map(|r| Sample {
+            image: root.join(&r.image),
+            caption: r.caption,
+        })
+        .collect())
+}
+
+/// `[B, 3, S, S]` pixels of a batch; augmentation draws from an RNG seeded by the run's seed,
+/// the step and the sample's position, so that a resumed run crops the same way.
+fn batch_pixels(
+    batch: &[&Sample],
+    indices: &[usize],
+    step: u64,
+    run: &ContrastiveRun,
+    preprocessor: &ImagePreprocessor,
+) -> Result<Tensor> {
+    let tiles = batch
+        .iter()
+        .zip(indices)
+        .enumerate()
+        .map(|(slot, (sample, &index))| {
+            let image = load_rgb(&sample.image)?;
+            let image = if run.augment {
+                let seed = run.options.seed
+                    ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D)
+                    ^ ((index as u64) << 20)
+                    ^ slot as u64;
+                augment(&image, &mut rand::rngs::StdRng::seed_from_u64(seed))
+            } else {
+                image
+            };
+            preprocessor.pixels(&image)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::stack(&tiles, 0)?)
+}
+
+/// torchvision `RandomResizedCrop(scale=(0.5, 1), ratio=(3/4, 4/3))` (the crop; resizing is the
+/// preprocessor's) then a horizontal flip with probability ½.
+pub fn augment(image: &RgbImage, rng: &mut impl Rng) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let area = (w * h) as f64;
+    let mut crop = None;
+    for _ in 0..10 {
+        let target = area * rng.random_range(0.5..=1.0);
+        let log_ratio = rng.random_range((3f64 / 4.0).ln()..=(4f64 / 3.0).ln());
+        let ratio = log_ratio.exp();
+        let cw = (target * ratio).sqrt().round() as u32;
+        let ch = (target / ratio).sqrt().round() as u32;
+        if cw > 0 && ch > 0 && cw <= w && ch <= h {
+            let x = rng.random_range(0..=w - cw);
+            let y = rng.random_range(0..=h - ch);
+            crop = Some((x, y, cw, ch));
+            break;
+        }
+    }
+    let (x, y, cw, ch) = crop.unwrap_or((0, 0, w, h));
+    let cropped = image::imageops::crop_imm(image, x, y, cw, ch).to_image();
+    if rng.random_bool(0.5) {
+        image::imageops::flip_horizontal(&cropped)
+    } else {
+        cropped
+    }
+}
+
+/// Token ids of captions (release tokenisation), trimmed to the longest row: the padding after
+/// it changes nothing (causal attention, pad keys masked, pooling at the last real token).
+fn caption_ids(tokenizer: &InternVlCgTextTokenizer, captions: &[&str]) -> Result<Tensor> {
+    let batch = tokenizer.encode_batch(captions)?;
+    let longest = batch
+        .attention_mask
+        .iter()
+        .map(|m| m.iter().filter(|&&v| v != 0).count())
+        .max()
+        .unwrap_or(1);
+    let rows: Vec<Vec<u32>> = batch
+        .input_ids
+        .into_iter()
+        .map(|r| r[..longest].to_vec())
+        .collect();
+    Ok(Tensor::new(rows, &Device::Cpu)?)
+}
+
+fn text_features(
+    model: &InternVLCG,
+    tokenizer: &InternVlCgTextTokenizer,
+    captions: &[&str],
+) -> Result<Tensor> {
+    model.text_features(&caption_ids(tokenizer, captions)?)
+}
+
+/// EOS states of a locked text tower, computed once per distinct caption.
+fn cached_text_features(
+    model: &InternVLCG,
+    tokenizer: &InternVlCgTextTokenizer,
+    captions: &[&str],
+    cache: &mut HashMap<String, Tensor>,
+) -> Result<Tensor> {
+    let missing: Vec<&str> = {
+        let mut seen = std::collections::BTreeSet::new();
+        captions
+            .iter()
+            .copied()
+            .filter(|c| !cache.contains_key(*c) && seen.insert(*c))
+            .collect()
+    };
+    if !missing.is_empty() {
+        let features = text_features(model, tokenizer, &missing)?.detach();
+        for (i, caption) in missing.iter().enumerate() {
+            cache.insert(caption.to_string(), features.get(i)?);
+        }
+    }
+    let rows: Vec<Tensor> = captions.iter().map(|c| cache[*c].clone()).collect();
+    Ok(Tensor::stack(&rows, 0)?)
+}
+
+/// Symmetric InfoNCE between the InternVL-C image embeddings of `pixels` and the projected
+/// text features, identical captions being positives of each other.
+fn contrastive_loss(
+    model: &InternVLCG,
+    pixels: &Tensor,
+    text_features: &Tensor,
+    captions: &[&str],
+) -> Result<Tensor> {
+    let image = l2_normalize(&model.pool_vision(&model.vision_tokens(pixels)?)?)?;
+    let text = l2_normalize(&text_features.matmul(model.text_projection())?)?;
+    let scale = model.logit_scale_param().to_dtype(DType::F32)?.exp()?;
+    let i2t = image.matmul(&text.t()?)?.broadcast_mul(&scale)?;
+    let n = captions.len();
+    let targets: Vec<f32> = captions
+        .iter()
+        .flat_map(|a| {
+            let count = captions.iter().filter(|c| *c == a).count() as f32;
+            captions
+                .iter()
+                .map(move |c| if c == a { 1.0 / count } else { 0.0 })
+        })
+        .collect();
+    let targets = Tensor::from_vec(targets, (n, n), &Device::Cpu)?;
+    let loss =
+        ((soft_cross_entropy(&i2t, &targets)? + soft_cross_entropy(&i2t.t()?, &targets)?)? / 2.0)?;
+    Ok(loss)
+}

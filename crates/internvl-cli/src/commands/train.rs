@@ -2,7 +2,10 @@
 //!
 //! * `internvl train loss`: an objective's loss (and gradients) on a pre-built batch;
 //! * `internvl train preview`: what the SFT data loader feeds the model;
-//! * `internvl train contrastive`: stage 1 (InternVL-C InfoNCE) on image-caption JSON Lines.
+//! * `internvl train contrastive`: stage 1 (InternVL-C InfoNCE) on image-caption JSON Lines;
+//! * `internvl train stage2`: stage 2 (InternVL-G ITC + ITM + ITG) on image-caption JSON Lines;
+//! * `internvl train sft`: stage 3 (InternVL-Chat) on conversation JSON Lines;
+//! * `internvl train init-cg` / `prepare-fashion-mnist`: the toy reproduction's model and data.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,6 +34,132 @@ enum Command {
     Preview(PreviewArgs),
     /// Stage 1: contrastive training of InternVL-C on image-caption JSON Lines.
     Contrastive(ContrastiveArgs),
+    /// Stage 2: generative training of InternVL-G (ITC + ITM + ITG) on image-caption JSON Lines.
+    Stage2(Stage2Args),
+    /// Stage 3: supervised fine-tuning of InternVL-Chat on conversation JSON Lines.
+    Sft(SftArgs),
+    /// Create a fresh InternVL-C/G: small InternViT from scratch, QLLaMA from a llama GGUF.
+    InitCg(InitArgs),
+    /// Fashion-MNIST (scripts/fetch_fashion_mnist.sh) as image folders + caption JSON Lines.
+    PrepareFashionMnist(PrepareArgs),
+}
+
+/// Arguments of `internvl train stage2`.
+#[derive(Debug, clap::Args)]
+pub struct Stage2Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image-caption JSON Lines (`{"image": ..., "caption": ...}` per line).
+    #[arg(long)]
+    data: PathBuf,
+    /// Folder the image paths are relative to (default: the data file's folder).
+    #[arg(long)]
+    image_root: Option<PathBuf>,
+    /// Output folder: metrics.jsonl (with itc / itm / itg), loss.png, last/.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// No BLIP-2 crop / flip augmentation.
+    #[arg(long)]
+    no_augment: bool,
+    /// Stop after this many steps (saving), to resume later.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// Print the final record as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `internvl train sft`.
+#[derive(Debug, clap::Args)]
+pub struct SftArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Conversation JSON Lines (the release's internvl_chat format).
+    #[arg(long)]
+    data: PathBuf,
+    /// Folder the image paths are relative to (default: the data file's folder).
+    #[arg(long)]
+    image_root: Option<PathBuf>,
+    /// Output folder: metrics.jsonl, loss.png, last/ (a release-format model folder).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Most tiles per image (default: the model's max_dynamic_patch).
+    #[arg(long)]
+    max_dynamic_patch: Option<u32>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps (saving), to resume later.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// Print the final record as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `internvl train init-cg`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// A llama-architecture GGUF (e.g. SmolLM2-135M-Instruct) for QLLaMA's body and tokenizer.
+    #[arg(long)]
+    qllama_gguf: PathBuf,
+    /// Output model folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Image side.
+    #[arg(long, default_value_t = 28)]
+    image_size: usize,
+    /// Patch side.
+    #[arg(long, default_value_t = 4)]
+    patch_size: usize,
+    /// ViT width.
+    #[arg(long, default_value_t = 192)]
+    vit_width: usize,
+    /// ViT blocks.
+    #[arg(long, default_value_t = 6)]
+    vit_layers: usize,
+    /// ViT heads.
+    #[arg(long, default_value_t = 3)]
+    vit_heads: usize,
+    /// Joint embedding size.
+    #[arg(long, default_value_t = 256)]
+    embed_dim: usize,
+    /// Attention-pooling heads.
+    #[arg(long, default_value_t = 4)]
+    pool_heads: usize,
+    /// Every how many QLLaMA layers one gets cross-attention.
+    #[arg(long, default_value_t = 2)]
+    cross_attention_frequency: usize,
+    /// Initialisation seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Arguments of `internvl train prepare-fashion-mnist`.
+#[derive(Debug, clap::Args)]
+pub struct PrepareArgs {
+    /// Folder with the four IDX files (assets/fashion-mnist after the fetch script).
+    #[arg(long, default_value = "assets/fashion-mnist")]
+    source: PathBuf,
+    /// Output folder: train/ and test/ class folders, train.jsonl, test.jsonl, classes.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Image side to write (28 keeps the source pixels).
+    #[arg(long, default_value_t = 28)]
+    image_size: u32,
+    /// Caption seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Only the first TRAIN,TEST images of each split.
+    #[arg(long)]
+    limit: Option<String>,
 }
 
 /// The recipe options every training command shares.
@@ -60,7 +189,8 @@ pub struct RecipeArgs {
     /// Seed of the data order and augmentation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Trainable parameters: comma-separated `*` patterns over released names, `!` excludes.
+    /// Trainable parameters: comma-separated `*` patterns over released names, `!` excludes
+    /// (stage2's default `*` means its stage-2 set: queries, cross-attention, heads).
     #[arg(long, default_value = "*")]
     trainable: String,
     /// Layer-wise learning-rate decay `VIT,QLLAMA` (e.g. 0.9,0.9), as the release's optimizer.
@@ -199,6 +329,10 @@ pub fn run(args: Args) -> Result<()> {
         Command::Loss(args) => loss(args),
         Command::Preview(args) => preview(args),
         Command::Contrastive(args) => contrastive(args),
+        Command::Stage2(args) => stage2(args),
+        Command::Sft(args) => sft(args),
+        Command::InitCg(args) => init_cg(args),
+        Command::PrepareFashionMnist(args) => prepare_fashion_mnist(args),
     }
 }
 
@@ -273,6 +407,131 @@ fn loss(args: LossArgs) -> Result<()> {
     Ok(())
 }
 
+fn stage2(args: Stage2Args) -> Result<()> {
+    use internvl::training::stage2::{train_stage2, Stage2Run, DEFAULT_TRAINABLE};
+    let mut options = args.recipe.options()?;
+    if options.trainable == "*" {
+        // The stage-2 default: queries, cross-attention and heads (ViT and QLLaMA body frozen).
+        options.trainable = DEFAULT_TRAINABLE.into();
+    }
+    let run = Stage2Run {
+        model: args.model.folder()?,
+        data: args.data.clone(),
+        image_root: args.image_root.clone(),
+        out_dir: args.out.clone(),
+        options,
+        resume: args.resume,
+        augment: !args.no_augment,
+        progress: !args.json,
+        stop_after: args.stop_after,
+    };
+    let records = train_stage2(&run)?;
+    report(&records, &args.out, args.json);
+    Ok(())
+}
+
+fn sft(args: SftArgs) -> Result<()> {
+    use internvl::training::sft::{train_sft, SftRun};
+    let run = SftRun {
+        model: args.model.folder()?,
+        data: args.data.clone(),
+        image_root: args.image_root.clone(),
+        out_dir: args.out.clone(),
+        options: args.recipe.options()?,
+        resume: args.resume,
+        max_dynamic_patch: args.max_dynamic_patch,
+        progress: !args.json,
+        stop_after: args.stop_after,
+    };
+    let records = train_sft(&run)?;
+    report(&records, &args.out, args.json);
+    Ok(())
+}
+
+/// Prints the last step (JSON or a line on stderr).
+fn report(
+    records: &[internvl::training::trainer::StepRecord],
+    out: &std::path::Path,
+    as_json: bool,
+) {
+    let last = records.last();
+    if as_json {
+        println!(
+            "{}",
+            json!({"steps_run": records.len(), "last": last, "model": out.join("last")})
+        );
+    } else if let Some(r) = last {
+        eprintln!(
+            "step {}: loss {:.4}; model in {}, metrics in {}, curve in {}",
+            r.step,
+            r.loss,
+            out.join("last").display(),
+            out.join("metrics.jsonl").display(),
+            out.join("loss.png").display()
+        );
+    }
+}
+
+fn init_cg(args: InitArgs) -> Result<()> {
+    use internvl::training::init::{init_internvl_cg, InitSpec};
+    let spec = InitSpec {
+        image_size: args.image_size,
+        patch_size: args.patch_size,
+        vit_width: args.vit_width,
+        vit_layers: args.vit_layers,
+        vit_heads: args.vit_heads,
+        embed_dim: args.embed_dim,
+        pool_heads: args.pool_heads,
+        cross_attention_frequency: args.cross_attention_frequency,
+        seed: args.seed,
+        ..InitSpec::default()
+    };
+    init_internvl_cg(&args.qllama_gguf, &spec, &args.out)?;
+    eprintln!("new InternVL-C/G in {}", args.out.display());
+    Ok(())
+}
+
+fn prepare_fashion_mnist(args: PrepareArgs) -> Result<()> {
+    use internvl::training::datasets::{prepare_fashion_mnist, PrepareOptions};
+    let limit_per_split = match &args.limit {
+        None => None,
+        Some(spec) => {
+            let parts: Vec<usize> = spec
+                .split(',')
+                .map(|p| p.trim().parse())
+                .collect::<std::result::Result<_, _>>()
+                .with_context(|| format!("--limit `{spec}`: expected TRAIN,TEST counts"))?;
+            match parts.as_slice() {
+                [train, test] => Some((*train, *test)),
+                _ => bail!("--limit `{spec}`: expected TRAIN,TEST counts"),
+            }
+        }
+    };
+    let options = PrepareOptions {
+        image_size: args.image_size,
+        seed: args.seed,
+        limit_per_split,
+    };
+    let prepared = prepare_fashion_mnist(&args.source, &args.out, &options)?;
+    // clip_benchmark-style class names and templates for `internvl eval zeroshot --dataset fashion_mnist`.
+    use internvl::training::datasets::{CAPTION_TEMPLATES, FASHION_MNIST_CLASSES};
+    std::fs::write(
+        args.out.join("classnames.json"),
+        json!({"fashion_mnist": FASHION_MNIST_CLASSES}).to_string(),
+    )?;
+    std::fs::write(
+        args.out.join("templates.json"),
+        json!({"fashion_mnist": CAPTION_TEMPLATES}).to_string(),
+    )?;
+    eprintln!(
+        "{} train and {} test images in {}",
+        prepared.train.count,
+        prepared.test.count,
+        args.out.display()
+    );
+    Ok(())
+}
+
 fn contrastive(args: ContrastiveArgs) -> Result<()> {
     use internvl::training::contrastive::{train_contrastive, ContrastiveRun};
     let run = ContrastiveRun {
@@ -287,21 +546,7 @@ fn contrastive(args: ContrastiveArgs) -> Result<()> {
         stop_after: args.stop_after,
     };
     let records = train_contrastive(&run)?;
-    let last = records.last();
-    if args.json {
-        println!(
-            "{}",
-            json!({"steps_run": records.len(), "last": last, "model": args.out.join("last")})
-        );
-    } else if let Some(r) = last {
-        eprintln!(
-            "step {}: loss {:.4}; model in {}, metrics in {}",
-            r.step,
-            r.loss,
-            args.out.join("last").display(),
-            args.out.join("metrics.jsonl").display()
-        );
-    }
+    report(&records, &args.out, args.json);
     Ok(())
 }
 

@@ -21,6 +21,8 @@ enum Source {
     Stored(String),
     /// As row blocks of several stored tensors (the "-hf" split of a fused `qkv`).
     RowConcat(Vec<String>),
+    /// Held in memory: base weights read from another file (see [`Checkpoint::add_base`]).
+    Memory(Tensor),
 }
 
 /// Called with every tensor a model takes from the checkpoint (released name, loaded tensor); what
@@ -160,6 +162,7 @@ impl Checkpoint {
                     .iter()
                     .map(|s| Ok(self.tensors.get(s)?.shape().iter().product::<usize>()))
                     .sum::<Result<usize>>()?,
+                Source::Memory(t) => t.elem_count(),
             };
         }
         Ok(total)
@@ -199,6 +202,29 @@ impl Checkpoint {
         })
     }
 
+    /// Adds base weights under released names that the safetensors files do not hold (the
+    /// files' own tensors win). Returns how many were added.
+    pub fn add_base(self: &mut Arc<Self>, tensors: HashMap<String, Tensor>) -> Result<usize> {
+        let this = Arc::get_mut(self).ok_or_else(|| {
+            Error::InvalidArgument(
+                "base weights must be added before the checkpoint is shared".into(),
+            )
+        })?;
+        let mut added = 0;
+        for (name, tensor) in tensors {
+            if let std::collections::btree_map::Entry::Vacant(slot) = this.sources.entry(name) {
+                slot.insert(Source::Memory(tensor));
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Whether `name` comes from base weights added with [`Checkpoint::add_base`].
+    pub fn is_base(&self, name: &str) -> bool {
+        matches!(self.sources.get(name), Some(Source::Memory(_)))
+    }
+
     /// Every released tensor name.
     pub fn names(&self) -> Vec<String> {
         self.sources.keys().cloned().collect()
@@ -219,6 +245,7 @@ impl Checkpoint {
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 Tensor::cat(&parts, 0)?
             }
+            Source::Memory(t) => t.to_device(device)?,
         };
         Ok(tensor)
     }

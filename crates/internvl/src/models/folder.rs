@@ -82,12 +82,16 @@ impl ModelFolder {
             path: config_path.clone(),
             reason,
         })?;
+        let mut checkpoint = Checkpoint::open(dir)?;
+        if let Some(gguf) = config.get(QLLAMA_GGUF_KEY).and_then(Value::as_str) {
+            add_qllama_base(&mut checkpoint, &dir.join(gguf))?;
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             kind,
             config,
             vision_config,
-            checkpoint: Checkpoint::open(dir)?,
+            checkpoint,
         })
     }
 
@@ -167,6 +171,32 @@ fn read_json(path: &Path) -> Result<Value> {
         path: path.to_path_buf(),
         reason: format!("not valid JSON: {e}"),
     })
+}
+
+/// `config.json` key (an internvl-rs extension) naming a llama GGUF file, relative to the
+/// folder, whose weights are QLLaMA's body wherever the safetensors files lack them: a model
+/// trained from a released LLM ships only its new weights.
+pub const QLLAMA_GGUF_KEY: &str = "qllama_gguf";
+
+/// Adds the GGUF's tensors as `qllama.<transformers name>` base weights (`lm_head` tied to
+/// the embeddings when the file has no output matrix).
+fn add_qllama_base(checkpoint: &mut std::sync::Arc<Checkpoint>, gguf: &Path) -> Result<()> {
+    let (_, tensors) = crate::models::llm::gguf::read_tensors(
+        gguf,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )?;
+    let mut renamed: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(name, t)| (format!("qllama.{name}"), t))
+        .collect();
+    if !renamed.contains_key("qllama.lm_head.weight") {
+        if let Some(embed) = renamed.get("qllama.model.embed_tokens.weight").cloned() {
+            renamed.insert("qllama.lm_head.weight".into(), embed);
+        }
+    }
+    checkpoint.add_base(renamed)?;
+    Ok(())
 }
 
 fn detect_kind(config: &Value) -> std::result::Result<ModelKind, String> {

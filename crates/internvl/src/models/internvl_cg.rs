@@ -205,6 +205,17 @@ impl InternVLCG {
         Ok(model)
     }
 
+    /// Builds the model from any `VarBuilder` (e.g. one that creates fresh variables) for a
+    /// parsed configuration, with the vision encoder under `vision_model`.
+    pub fn from_var_builder(
+        config: &InternVLCGConfig,
+        vision_config: &crate::models::intern_vit::InternVisionConfig,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let vision = InternVisionModel::load(vision_config, vb.pp("vision_model"))?;
+        Self::load_heads(config, vision, vb)
+    }
+
     fn load_heads(
         config: &InternVLCGConfig,
         vision: InternVisionModel,

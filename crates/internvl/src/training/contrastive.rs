@@ -118,7 +118,7 @@ pub fn train_contrastive(run: &ContrastiveRun) -> Result<Vec<StepRecord>> {
             bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
         }
         if trainer.should_save() || trainer.step() == stop {
-            save(&trainer, &folder, run)?;
+            trainer.save_run(&folder)?;
         }
         records.push(record);
     }
@@ -128,45 +128,8 @@ pub fn train_contrastive(run: &ContrastiveRun) -> Result<Vec<StepRecord>> {
     Ok(records)
 }
 
-/// Saves `last/` atomically (a new folder renamed over the old one, whose mapped files stay
-/// valid for the running process), plus `checkpoint-N/` at the `save_every` steps.
-fn save(trainer: &Trainer, source: &ModelFolder, run: &ContrastiveRun) -> Result<()> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
-    let staging = run.out_dir.join("last.saving");
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
-    }
-    trainer.save(source, &staging)?;
-    let last = run.out_dir.join("last");
-    if last.exists() {
-        std::fs::remove_dir_all(&last).map_err(io(&last))?;
-    }
-    std::fs::rename(&staging, &last).map_err(io(&last))?;
-    if let Some(every) = run.options.save_every {
-        if trainer.step().is_multiple_of(every) {
-            let keep = run.out_dir.join(format!("checkpoint-{}", trainer.step()));
-            trainer.save(source, &keep)?;
-        }
-    }
-    Ok(())
-}
-
 fn progress_bar(run: &ContrastiveRun, trainer: &Trainer) -> Option<indicatif::ProgressBar> {
-    run.progress.then(|| {
-        let bar = indicatif::ProgressBar::new(run.options.steps);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({eta}) {msg}",
-            )
-            .expect("valid template"),
-        );
-        bar.set_prefix("contrastive");
-        bar.set_position(trainer.step());
-        bar
-    })
+    run.progress.then(|| trainer.progress_bar())
 }
 
 fn read_samples(run: &ContrastiveRun) -> Result<Vec<Sample>> {

@@ -5,9 +5,12 @@
 pub mod contrastive;
 pub mod curves;
 pub mod datasets;
+pub mod init;
 pub mod losses;
 pub mod objectives;
 pub mod optim;
 pub mod params;
+pub mod sft;
 pub mod sft_data;
+pub mod stage2;
 pub mod trainer;

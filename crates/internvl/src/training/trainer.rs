@@ -335,6 +335,51 @@ impl Trainer {
     }
 }
 
+impl Trainer {
+    /// Saves `<out>/last/` atomically (a new folder renamed over the old one, whose mapped
+    /// files stay valid for the running process), plus `<out>/checkpoint-N/` at the
+    /// `save_every` steps.
+    pub fn save_run(&self, source: &ModelFolder) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let staging = self.out_dir.join("last.saving");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+        }
+        self.save(source, &staging)?;
+        let last = self.out_dir.join("last");
+        if last.exists() {
+            std::fs::remove_dir_all(&last).map_err(io(&last))?;
+        }
+        std::fs::rename(&staging, &last).map_err(io(&last))?;
+        if let Some(every) = self.options.save_every {
+            if self.step.is_multiple_of(every) {
+                self.save(
+                    source,
+                    &self.out_dir.join(format!("checkpoint-{}", self.step)),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A progress bar over the run's steps, at the current step.
+    pub fn progress_bar(&self) -> indicatif::ProgressBar {
+        let bar = indicatif::ProgressBar::new(self.options.steps);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} steps ({eta}) {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(self.objective.clone());
+        bar.set_position(self.step);
+        bar
+    }
+}
+
 /// Writes `source`'s tensors (with the trained values of `params`) and its other files to
 /// `dir` in the release layout.
 pub fn save_release_model(source: &ModelFolder, params: &Parameters, dir: &Path) -> Result<()> {
@@ -348,6 +393,8 @@ pub fn save_release_model(source: &ModelFolder, params: &Parameters, dir: &Path)
     for name in checkpoint.names() {
         let tensor = match trained.get(&name) {
             Some(var) => var.as_tensor().detach(),
+            // Untrained base weights stay in the file the config names (`qllama_gguf`).
+            None if checkpoint.is_base(&name) => continue,
             None => checkpoint.tensor(&name, &Device::Cpu)?,
         };
         tensors.insert(name, tensor.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
@@ -372,7 +419,9 @@ fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
             || name == "model.safetensors.index.json"
             || name == "optimizer.safetensors"
             || name == "trainer_state.json";
-        if path.is_file() && !weights {
+        if name == "config.json" {
+            copy_config(&path, to)?;
+        } else if path.is_file() && !weights {
             std::fs::copy(&path, to.join(&name)).map_err(|source| Error::Io {
                 path: path.clone(),
                 source,
@@ -380,6 +429,24 @@ fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Copies `config.json`, re-pointing a relative `qllama_gguf` from the new folder.
+fn copy_config(path: &Path, to: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut config: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let key = crate::models::folder::QLLAMA_GGUF_KEY;
+    if let Some(gguf) = config.get(key).and_then(|v| v.as_str()) {
+        let from = path.parent().unwrap_or(Path::new(".")).join(gguf);
+        config[key] = serde_json::Value::String(super::init::relative_path(&from, to)?);
+    }
+    write_json(&to.join("config.json"), &config)
 }
 
 /// The trainer state of a checkpoint folder.

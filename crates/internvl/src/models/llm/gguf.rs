@@ -32,6 +32,17 @@ pub(super) fn read(
     dtype: DType,
     device: &Device,
 ) -> Result<(LlmConfig, VarBuilder<'static>)> {
+    let (config, tensors) = read_tensors(path, dtype, device)?;
+    Ok((config, VarBuilder::from_tensors(tensors, dtype, device)))
+}
+
+/// The config and the tensors of a llama GGUF file under transformers names (dequantised,
+/// un-permuted).
+pub(crate) fn read_tensors(
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<(LlmConfig, HashMap<String, Tensor>)> {
     let fail = |reason: String| Error::Checkpoint {
         path: path.to_path_buf(),
         reason,
@@ -58,7 +69,7 @@ pub(super) fn read(
         };
         tensors.insert(renamed, tensor.to_dtype(dtype)?.to_device(device)?);
     }
-    Ok((config, VarBuilder::from_tensors(tensors, dtype, device)))
+    Ok((config, tensors))
 }
 
 fn first_line(error: impl std::fmt::Display) -> String {

@@ -27,7 +27,7 @@
 
 mod config;
 pub mod generate;
-mod gguf;
+pub(crate) mod gguf;
 mod internlm2;
 mod llama;
 mod loading;

@@ -77,6 +77,14 @@ fn gguf_files(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// The GGUF that a model folder's `config.json` names as QLLaMA's base weights
+/// (`qllama_gguf`, see `models::folder`): its tokenizer is the model's.
+fn qllama_gguf(dir: &Path) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(dir.join(config.get("qllama_gguf")?.as_str()?))
+}
+
 /// The `tokenizer_class` of a folder's `tokenizer_config.json`, when it can be read.
 fn declared_class(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
@@ -107,6 +115,9 @@ impl Tokenizer {
             return Ok(Self::ByteLevelBpe(ByteLevelBpeTokenizer::from_folder(dir)?));
         }
         if let [gguf] = gguf_files(dir).as_slice() {
+            return Self::from_gguf(gguf);
+        }
+        if let Some(gguf) = qllama_gguf(dir) {
             return Self::from_gguf(gguf);
         }
         Err(Error::tokenizer(

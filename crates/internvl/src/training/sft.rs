@@ -1,0 +1,143 @@
+//! Stage 3: supervised fine-tuning of an InternVL-Chat model on the release's conversation
+//! JSON Lines (the [`super::sft_data`] pipeline: dynamic tiling, the template's loss masking,
+//! the collator's quirks) with the next-token loss on assistant tokens ([`super::objectives::sft`]).
+//! What trains is chosen by name patterns: `mlp1.*` (the projector warm-up), the LLM, the ViT.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use super::objectives::{sft, Batch, ChatParts};
+use super::params::{NamePatterns, Parameters};
+use super::sft_data::{build_sample, collate, read_jsonl, SftDataConfig, SftRecord};
+use super::trainer::{batch_indices, StepRecord, TrainOptions, Trainer};
+use crate::models::internvl_chat::ChatVision;
+use crate::models::llm::Llm;
+use crate::models::ModelFolder;
+use crate::processing::templates::IMG_CONTEXT_TOKEN;
+use crate::processing::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// The name checkpoints record for this objective.
+pub const OBJECTIVE: &str = "sft";
+
+/// An SFT run.
+#[derive(Debug, Clone)]
+pub struct SftRun {
+    /// The InternVL-Chat folder to start from.
+    pub model: PathBuf,
+    /// Conversation JSON Lines.
+    pub data: PathBuf,
+    /// Folder the image paths are relative to (default: the data file's folder).
+    pub image_root: Option<PathBuf>,
+    /// Output folder: `metrics.jsonl`, `loss.png`, `last/` (and `checkpoint-N/`).
+    pub out_dir: PathBuf,
+    /// The recipe.
+    pub options: TrainOptions,
+    /// Continue from `out_dir/last`.
+    pub resume: bool,
+    /// Most tiles per image (default: the model's `max_dynamic_patch`).
+    pub max_dynamic_patch: Option<u32>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Stop (after saving) once this many steps are done.
+    pub stop_after: Option<u64>,
+}
+
+/// Trains and returns the records of the steps run.
+pub fn train_sft(run: &SftRun) -> Result<Vec<StepRecord>> {
+    let last = run.out_dir.join("last");
+    let start_from = if run.resume {
+        if !last.join("trainer_state.json").is_file() {
+            return Err(Error::InvalidArgument(format!(
+                "nothing to resume: {} has no trainer_state.json",
+                last.display()
+            )));
+        }
+        last.clone()
+    } else {
+        run.model.clone()
+    };
+    let folder = ModelFolder::open(&start_from)?;
+    let params = Parameters::attach(
+        folder.checkpoint(),
+        NamePatterns::parse(&run.options.trainable)?,
+    );
+    let loaded = ChatVision::load(&folder, DType::F32, &Device::Cpu)
+        .and_then(|v| Ok((v, Llm::load_chat(&folder, DType::F32, &Device::Cpu)?)));
+    Parameters::detach(folder.checkpoint());
+    let (vision, llm) = loaded?;
+    let tokenizer = Tokenizer::from_folder(folder.dir())?;
+    let image_context_id = tokenizer
+        .token_to_id(IMG_CONTEXT_TOKEN)
+        .ok_or_else(|| Error::InvalidArgument("the tokenizer has no <IMG_CONTEXT> token".into()))?;
+    let mut config = SftDataConfig::from_model_config(folder.config())?;
+    if let Some(m) = run.max_dynamic_patch {
+        config.max_dynamic_patch = m;
+    }
+    let records: Vec<SftRecord> = read_jsonl(&run.data)?;
+    if records.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{} holds no samples",
+            run.data.display()
+        )));
+    }
+    let root = run
+        .image_root
+        .clone()
+        .or_else(|| run.data.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let depth = (vision.vision().config().num_hidden_layers, 0);
+    let mut trainer = Trainer::new(
+        OBJECTIVE,
+        params,
+        run.options.clone(),
+        depth,
+        &run.out_dir,
+        run.resume.then_some(last.as_path()),
+    )?;
+    let parts = ChatParts {
+        vision: &vision,
+        llm: &llm,
+        image_context_id,
+    };
+    let bar = run.progress.then(|| trainer.progress_bar());
+    let stop = run.options.steps.min(run.stop_after.unwrap_or(u64::MAX));
+    let mut steps = Vec::new();
+    while trainer.step() < stop {
+        let record = trainer.train_step(|step, micro| {
+            let indices = batch_indices(records.len(), run.options.seed, step, micro, &run.options);
+            let samples = indices
+                .iter()
+                .map(|&i| build_sample(&records[i], &root, &tokenizer, &config))
+                .collect::<Result<Vec<_>>>()?;
+            let batch = collate(&samples, &Device::Cpu)?;
+            let tensors: HashMap<String, Tensor> = [
+                ("input_ids", batch.input_ids),
+                ("labels", batch.labels),
+                ("attention_mask", batch.attention_mask),
+                ("position_ids", batch.position_ids),
+                ("pixel_values", batch.pixel_values),
+                ("image_flags", batch.image_flags),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            let out = sft(&parts, &Batch::new(tensors, ""))?;
+            Ok((out.loss, Vec::new()))
+        })?;
+        if let Some(bar) = &bar {
+            bar.set_position(record.step);
+            bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
+        }
+        if trainer.should_save() || trainer.step() == stop {
+            trainer.save_run(&folder)?;
+        }
+        steps.push(record);
+    }
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    Ok(steps)
+}

@@ -1,0 +1,337 @@
+//! Stage 2 of the progressive alignment (InternVL-G generative training): the release's
+//! `FlickrDataset.preprocess` texts and the training run of [`super::objectives::stage2`]
+//! (ITM + ITC + ITG) with the ViT and the QLLaMA body frozen by default.
+//!
+//! Texts of one sample, as the release builds them (`internvl_g/internvl/train/dataset.py`, a
+//! `LlamaTokenizer` with `add_eos_token=True`, right padding to `max_seq_length` with the pad
+//! id, truncation keeping BOS and EOS):
+//! * caption: lower-cased, `. ! " ( ) * # : ; ~` → spaces, runs of spaces collapsed, stripped,
+//!   at most 50 words;
+//! * `positive` / `negative`: BOS + caption (or another image's caption) + EOS;
+//! * `summarize`: BOS + `"summarize:" + caption` + EOS;
+//! * `input_ids`: BOS + `"English caption:"` (its EOS removed) ⊕ caption + EOS (its BOS
+//!   removed, padded to `max_seq_length − len(prefix) + 1` first); `labels` = ids with pads and
+//!   the first `len(prefix) − 1` positions set to −100 (so the prefix's last token is a target).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+
+use super::datasets::read_caption_jsonl;
+use super::losses::IGNORE_INDEX;
+use super::objectives::{stage2, Batch};
+use super::params::{NamePatterns, Parameters};
+use super::trainer::{batch_indices, StepRecord, TrainOptions, Trainer};
+use crate::models::internvl_cg::InternVLCG;
+use crate::models::ModelFolder;
+use crate::processing::image::load_rgb;
+use crate::processing::tokenizer::Tokenizer;
+use crate::tasks::contrastive::{ImagePreprocessor, ImageTransform};
+use crate::{Error, Result};
+
+/// The name checkpoints record for this objective.
+pub const OBJECTIVE: &str = "stage2";
+/// The release's `max_seq_length`.
+pub const MAX_SEQ_LENGTH: usize = 80;
+/// The ITG prompt.
+pub const CAPTION_PREFIX: &str = "English caption:";
+/// What trains in stage 2 by default (spec training.md §3.6 and the paper: queries,
+/// cross-attention, `clip_projector2`, `itm_head`, `logit_scale`).
+pub const DEFAULT_TRAINABLE: &str =
+    "query_tokens,logit_scale,clip_projector2.*,itm_head.*,qllama.model.layers.*.cross_attn.*";
+
+/// `process_single_caption`.
+pub fn process_caption(caption: &str, max_words: usize) -> String {
+    let replaced: String = caption
+        .to_lowercase()
+        .chars()
+        .map(|c| if ".!\"()*#:;~".contains(c) { ' ' } else { c })
+        .collect();
+    // `re.sub(r'\s{2,}', ' ')`: runs of two or more whitespace characters become one space.
+    let mut collapsed = String::with_capacity(replaced.len());
+    let chars: Vec<char> = replaced.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_whitespace() {
+            let start = i;
+            while i < chars.len() && chars[i].is_whitespace() {
+                i += 1;
+            }
+            if i - start >= 2 {
+                collapsed.push(' ');
+            } else {
+                collapsed.push(chars[start]);
+            }
+        } else {
+            collapsed.push(chars[i]);
+            i += 1;
+        }
+    }
+    let trimmed = collapsed.trim_end_matches('\n').trim_matches(' ');
+    let words: Vec<&str> = trimmed.split(' ').collect();
+    if words.len() > max_words {
+        words[..max_words].join(" ")
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// The token rows of one sample (each `MAX_SEQ_LENGTH` long).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage2Texts {
+    /// Rows by the official forward's argument names.
+    pub rows: Vec<(&'static str, Vec<i64>)>,
+}
+
+/// `tokenizer(text, max_length, padding="max_length", truncation=True)` of a slow
+/// `LlamaTokenizer` with BOS and EOS: ids and mask.
+fn padded(
+    tokenizer: &Tokenizer,
+    text: &str,
+    max_length: usize,
+    pad: i64,
+) -> Result<(Vec<i64>, Vec<i64>)> {
+    let body = tokenizer.encode(text, false, false)?;
+    let bos = tokenizer
+        .bos_id()
+        .ok_or_else(|| Error::InvalidArgument("the tokenizer has no BOS".into()))?;
+    let eos = tokenizer
+        .eos_id()
+        .ok_or_else(|| Error::InvalidArgument("the tokenizer has no EOS".into()))?;
+    let keep = body.len().min(max_length.saturating_sub(2));
+    let mut ids: Vec<i64> = std::iter::once(bos)
+        .chain(body[..keep].iter().copied())
+        .chain(std::iter::once(eos))
+        .map(i64::from)
+        .collect();
+    let real = ids.len();
+    ids.resize(max_length.max(real), pad);
+    let mask = (0..ids.len()).map(|i| i64::from(i < real)).collect();
+    Ok((ids, mask))
+}
+
+/// The texts of one stage-2 sample from its (processed) caption and a negative caption.
+pub fn stage2_texts(
+    tokenizer: &Tokenizer,
+    caption: &str,
+    negative: &str,
+    max_length: usize,
+) -> Result<Stage2Texts> {
+    let pad = i64::from(tokenizer.pad_id().ok_or_else(|| {
+        Error::InvalidArgument("the tokenizer has no pad token (the release pads with it)".into())
+    })?);
+    let (pos, pos_mask) = padded(tokenizer, caption, max_length, pad)?;
+    let (neg, neg_mask) = padded(tokenizer, negative, max_length, pad)?;
+    let (sum, sum_mask) = padded(tokenizer, &format!("summarize:{caption}"), max_length, pad)?;
+    // The prefix is tokenised without padding (BOS + prefix + EOS), then its EOS dropped.
+    let prefix_length = tokenizer.encode(CAPTION_PREFIX, false, false)?.len() + 2;
+    let (mut prefix, mut prefix_mask) = padded(tokenizer, CAPTION_PREFIX, prefix_length, pad)?;
+    prefix.pop();
+    prefix_mask.pop();
+    let content_length = max_length + 1 - prefix.len();
+    let (content, content_mask) = padded(tokenizer, caption, content_length, pad)?;
+    let input_ids: Vec<i64> = prefix.iter().chain(&content[1..]).copied().collect();
+    let attention_mask: Vec<i64> = prefix_mask
+        .iter()
+        .chain(&content_mask[1..])
+        .copied()
+        .collect();
+    let labels: Vec<i64> = input_ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            if id == pad || i + 1 < prefix.len() {
+                IGNORE_INDEX
+            } else {
+                id
+            }
+        })
+        .collect();
+    Ok(Stage2Texts {
+        rows: vec![
+            ("positive_input_ids", pos),
+            ("positive_attention_mask", pos_mask),
+            ("negative_input_ids", neg),
+            ("negative_attention_mask", neg_mask),
+            ("summarize_input_ids", sum),
+            ("summarize_attention_mask", sum_mask),
+            ("input_ids", input_ids),
+            ("attention_mask", attention_mask),
+            ("labels", labels),
+        ],
+    })
+}
+
+/// Stacks the texts of several samples into `[B, L]` i64 tensors by name.
+pub fn stack_texts(samples: &[Stage2Texts]) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    let Some(first) = samples.first() else {
+        return Ok(out);
+    };
+    for (k, (name, _)) in first.rows.iter().enumerate() {
+        let rows: Vec<Vec<i64>> = samples.iter().map(|s| s.rows[k].1.clone()).collect();
+        out.insert(name.to_string(), Tensor::new(rows, &Device::Cpu)?);
+    }
+    Ok(out)
+}
+
+/// A stage-2 training run.
+#[derive(Debug, Clone)]
+pub struct Stage2Run {
+    /// The InternVL-C/G folder to start from (usually stage 1's `last/`).
+    pub model: PathBuf,
+    /// Image-caption JSON Lines.
+    pub data: PathBuf,
+    /// Folder the image paths are relative to (default: the data file's folder).
+    pub image_root: Option<PathBuf>,
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// The recipe (`trainable` defaults to [`DEFAULT_TRAINABLE`] on the command line).
+    pub options: TrainOptions,
+    /// Continue from `out_dir/last`.
+    pub resume: bool,
+    /// The release's BLIP-2 crop (RandomResizedCrop 0.5–1 + flip); else the plain resize.
+    pub augment: bool,
+    /// Draw a progress bar.
+    pub progress: bool,
+    /// Stop (after saving) once this many steps are done.
+    pub stop_after: Option<u64>,
+}
+
+/// Trains and returns the records of the steps run.
+pub fn train_stage2(run: &Stage2Run) -> Result<Vec<StepRecord>> {
+    let last = run.out_dir.join("last");
+    let start_from = if run.resume {
+        if !last.join("trainer_state.json").is_file() {
+            return Err(Error::InvalidArgument(format!(
+                "nothing to resume: {} has no trainer_state.json",
+                last.display()
+            )));
+        }
+        last.clone()
+    } else {
+        run.model.clone()
+    };
+    let folder = ModelFolder::open(&start_from)?;
+    let params = Parameters::attach(
+        folder.checkpoint(),
+        NamePatterns::parse(&run.options.trainable)?,
+    );
+    let model = InternVLCG::load(&folder, DType::F32, &Device::Cpu);
+    Parameters::detach(folder.checkpoint());
+    let model = model?;
+    let depth = (
+        model.vision().config().num_hidden_layers,
+        model.qllama().config().num_hidden_layers,
+    );
+    let mut trainer = Trainer::new(
+        OBJECTIVE,
+        params,
+        run.options.clone(),
+        depth,
+        &run.out_dir,
+        run.resume.then_some(last.as_path()),
+    )?;
+    let records = read_caption_jsonl(&run.data)?;
+    if records.len() < 2 {
+        return Err(Error::InvalidArgument(format!(
+            "{} needs at least two samples (negatives come from other images)",
+            run.data.display()
+        )));
+    }
+    let root = run
+        .image_root
+        .clone()
+        .or_else(|| run.data.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let captions: Vec<String> = records
+        .iter()
+        .map(|r| process_caption(&r.caption, 50))
+        .collect();
+    let images: Vec<PathBuf> = records.iter().map(|r| root.join(&r.image)).collect();
+    if images.iter().all(|i| *i == images[0]) {
+        return Err(Error::InvalidArgument(
+            "every sample has the same image: no negatives".into(),
+        ));
+    }
+    let tokenizer = Tokenizer::from_folder(folder.dir())?;
+    let preprocessor = ImagePreprocessor::new(ImageTransform::Retrieval, model.image_size(), None)?;
+    let bar = run.progress.then(|| trainer.progress_bar());
+    let stop = run.options.steps.min(run.stop_after.unwrap_or(u64::MAX));
+    let mut steps = Vec::new();
+    while trainer.step() < stop {
+        let record = trainer.train_step(|step, micro| {
+            let indices = batch_indices(records.len(), run.options.seed, step, micro, &run.options);
+            let mut texts = Vec::new();
+            let mut pixels = Vec::new();
+            for (slot, &i) in indices.iter().enumerate() {
+                // The release draws the negative uniformly among samples of another image.
+                let seed = run.options.seed
+                    ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D)
+                    ^ ((i as u64) << 20)
+                    ^ slot as u64;
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+                let j = loop {
+                    let j = rng.random_range(0..records.len());
+                    if images[j] != images[i] {
+                        break j;
+                    }
+                };
+                texts.push(stage2_texts(
+                    &tokenizer,
+                    &captions[i],
+                    &captions[j],
+                    MAX_SEQ_LENGTH,
+                )?);
+                let image = load_rgb(&images[i])?;
+                let image = if run.augment {
+                    super::contrastive::augment(&image, &mut rng)
+                } else {
+                    image
+                };
+                pixels.push(preprocessor.pixels(&image)?);
+            }
+            let mut tensors = stack_texts(&texts)?;
+            tensors.insert("pixel_values".into(), Tensor::stack(&pixels, 0)?);
+            let out = stage2(&model, &Batch::new(tensors, ""))?;
+            Ok((out.loss, out.components))
+        })?;
+        if let Some(bar) = &bar {
+            bar.set_position(record.step);
+            bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
+        }
+        if trainer.should_save() || trainer.step() == stop {
+            trainer.save_run(&folder)?;
+        }
+        steps.push(record);
+    }
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captions_are_processed_as_the_release() {
+        assert_eq!(
+            process_caption("A dog runs on the beach.", 50),
+            "a dog runs on the beach"
+        );
+        assert_eq!(
+            process_caption("Two people are playing TENNIS!", 50),
+            "two people are playing tennis"
+        );
+        assert_eq!(
+            process_caption("A red car (parked) near a house; sunny day.", 50),
+            "a red car parked near a house sunny day"
+        );
+        assert_eq!(process_caption("", 50), "");
+        assert_eq!(process_caption("one two three", 2), "one two");
+    }
+}

@@ -137,6 +137,9 @@ pub struct InitArgs {
     /// Every how many QLLaMA layers one gets cross-attention.
     #[arg(long, default_value_t = 2)]
     cross_attention_frequency: usize,
+    /// Keep only the LLM's first N blocks as QLLaMA (default: all).
+    #[arg(long)]
+    qllama_layers: Option<usize>,
     /// Initialisation seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -483,6 +486,7 @@ fn init_cg(args: InitArgs) -> Result<()> {
         embed_dim: args.embed_dim,
         pool_heads: args.pool_heads,
         cross_attention_frequency: args.cross_attention_frequency,
+        qllama_layers: args.qllama_layers,
         seed: args.seed,
         ..InitSpec::default()
     };

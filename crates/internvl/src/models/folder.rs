@@ -84,7 +84,11 @@ impl ModelFolder {
         })?;
         let mut checkpoint = Checkpoint::open(dir)?;
         if let Some(gguf) = config.get(QLLAMA_GGUF_KEY).and_then(Value::as_str) {
-            add_qllama_base(&mut checkpoint, &dir.join(gguf))?;
+            let layers = config
+                .pointer("/qllama_config/num_hidden_layers")
+                .and_then(Value::as_u64)
+                .map(|n| n as usize);
+            add_qllama_base(&mut checkpoint, &dir.join(gguf), layers)?;
         }
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -179,15 +183,31 @@ fn read_json(path: &Path) -> Result<Value> {
 pub const QLLAMA_GGUF_KEY: &str = "qllama_gguf";
 
 /// Adds the GGUF's tensors as `qllama.<transformers name>` base weights (`lm_head` tied to
-/// the embeddings when the file has no output matrix).
-fn add_qllama_base(checkpoint: &mut std::sync::Arc<Checkpoint>, gguf: &Path) -> Result<()> {
+/// the embeddings when the file has no output matrix); with `layers`, only the first `layers`
+/// blocks (a QLLaMA made of the LLM's lower blocks).
+fn add_qllama_base(
+    checkpoint: &mut std::sync::Arc<Checkpoint>,
+    gguf: &Path,
+    layers: Option<usize>,
+) -> Result<()> {
     let (_, tensors) = crate::models::llm::gguf::read_tensors(
         gguf,
         candle_core::DType::F32,
         &candle_core::Device::Cpu,
     )?;
+    let kept = |name: &str| -> bool {
+        let block = name
+            .strip_prefix("model.layers.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        match (block, layers) {
+            (Some(i), Some(n)) => i < n,
+            _ => true,
+        }
+    };
     let mut renamed: std::collections::HashMap<String, candle_core::Tensor> = tensors
         .into_iter()
+        .filter(|(name, _)| kept(name))
         .map(|(name, t)| (format!("qllama.{name}"), t))
         .collect();
     if !renamed.contains_key("qllama.lm_head.weight") {

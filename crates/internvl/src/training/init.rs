@@ -40,6 +40,8 @@ pub struct InitSpec {
     pub num_query_token: usize,
     /// Every how many QLLaMA layers one cross-attends.
     pub cross_attention_frequency: usize,
+    /// Keep only the LLM's first blocks as QLLaMA (None: all).
+    pub qllama_layers: Option<usize>,
     /// Initialisation seed.
     pub seed: u64,
 }
@@ -56,6 +58,7 @@ impl Default for InitSpec {
             pool_heads: 4,
             num_query_token: 96,
             cross_attention_frequency: 2,
+            qllama_layers: None,
             seed: 0,
         }
     }
@@ -148,6 +151,13 @@ fn config_json(spec: &InitSpec, llm: &crate::models::llm::LlmConfig, gguf: &str)
             spec.pool_heads, spec.vit_width, llm.hidden_size
         ));
     }
+    let layers = spec.qllama_layers.unwrap_or(llm.num_hidden_layers);
+    if layers == 0 || layers > llm.num_hidden_layers {
+        return bad(format!(
+            "qllama_layers must be 1..={} (the LLM's blocks), got {layers}",
+            llm.num_hidden_layers
+        ));
+    }
     Ok(json!({
         "architectures": ["InternVLModel"],
         "model_type": "internvl",
@@ -184,7 +194,7 @@ fn config_json(spec: &InitSpec, llm: &crate::models::llm::LlmConfig, gguf: &str)
             "model_type": "llama",
             "hidden_size": llm.hidden_size,
             "intermediate_size": llm.intermediate_size,
-            "num_hidden_layers": llm.num_hidden_layers,
+            "num_hidden_layers": layers,
             "num_attention_heads": llm.num_attention_heads,
             "num_key_value_heads": llm.num_key_value_heads,
             "vocab_size": llm.vocab_size,

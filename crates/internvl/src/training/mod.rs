@@ -10,6 +10,7 @@ pub mod losses;
 pub mod objectives;
 pub mod optim;
 pub mod params;
+pub mod probe;
 pub mod sft;
 pub mod sft_data;
 pub mod stage2;

@@ -235,21 +235,49 @@ fn itm_logits(model: &InternVLCG, query_outputs: &Tensor) -> Result<Tensor> {
     Ok(model.itm_head().forward(query_outputs)?.mean(1)?)
 }
 
-/// Shifted next-token loss: `logits[:, :-1]` against `labels[:, 1:]`; returns (mean over the
-/// targets that are not ignored, per-position losses `[B, L − 1]`).
-fn shifted_lm_loss(logits: &Tensor, labels: &[Vec<i64>]) -> Result<(Tensor, Tensor)> {
-    let (b, l, v) = logits.dims3()?;
+/// Shifted next-token loss: position `t` of `hidden` `[B, L, C]` predicts `labels[:, t + 1]`;
+/// returns (mean over the targets that are not ignored, per-position losses `[B, L − 1]`,
+/// detached). The LM head (`head`) runs only on the positions that have a target: a
+/// vocabulary-wide row per padded or masked position would dominate time and memory.
+fn shifted_lm_loss(
+    hidden: &Tensor,
+    labels: &[Vec<i64>],
+    head: &dyn Fn(&Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let (b, l, c) = hidden.dims3()?;
     if labels.len() != b || labels.iter().any(|r| r.len() != l) {
         return Err(Error::InvalidArgument(format!(
-            "labels do not match the logits [{b}, {l}, {v}]"
+            "labels do not match the hidden states [{b}, {l}, {c}]"
         )));
     }
-    let shifted = logits.narrow(1, 0, l - 1)?.reshape((b * (l - 1), v))?;
-    let targets: Vec<i64> = labels.iter().flat_map(|r| r[1..].to_vec()).collect();
-    let per_token = cross_entropy_rows(&shifted, &targets, 0.0)?;
-    let counted = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
-    let mean = (per_token.sum_all()? / counted as f64)?;
-    Ok((mean, per_token.reshape((b, l - 1))?))
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (i, row) in labels.iter().enumerate() {
+        for t in 0..l - 1 {
+            if row[t + 1] != IGNORE_INDEX {
+                rows.push((i * l + t) as u32);
+                targets.push(row[t + 1]);
+            }
+        }
+    }
+    let device = hidden.device();
+    let mut token_loss = vec![0f32; b * (l - 1)];
+    if rows.is_empty() {
+        // PyTorch's mean over no target is NaN.
+        let nan = Tensor::new(f32::NAN, device)?;
+        return Ok((nan, Tensor::from_vec(token_loss, (b, l - 1), device)?));
+    }
+    let picked = hidden
+        .reshape((b * l, c))?
+        .index_select(&Tensor::new(rows.as_slice(), device)?, 0)?;
+    let logits = head(&picked)?.to_dtype(DType::F32)?;
+    let per_token = cross_entropy_rows(&logits, &targets, 0.0)?;
+    let mean = (per_token.sum_all()? / targets.len() as f64)?;
+    for (&row, value) in rows.iter().zip(per_token.to_vec1::<f32>()?) {
+        let (i, t) = (row as usize / l, row as usize % l);
+        token_loss[i * (l - 1) + t] = value;
+    }
+    Ok((mean, Tensor::from_vec(token_loss, (b, l - 1), device)?))
 }
 
 /// The ViT tokens of `pixel_values` (f32 input cast to the model dtype).
@@ -333,8 +361,10 @@ pub fn stage2(model: &InternVLCG, batch: &Batch) -> Result<ObjectiveOutput> {
     )?;
 
     // ITG.
-    let logits = model.qllama().logits(&text.narrow(0, 2 * b, b)?)?;
-    let (loss_itg, token_loss) = shifted_lm_loss(&logits, &batch.rows("labels")?)?;
+    let (loss_itg, token_loss) =
+        shifted_lm_loss(&text.narrow(0, 2 * b, b)?, &batch.rows("labels")?, &|h| {
+            model.qllama().logits(h)
+        })?;
 
     let loss = ((&loss_itm + &loss_itc)? + &loss_itg)?;
     let device = vision.device();
@@ -532,10 +562,10 @@ pub fn sft(parts: &ChatParts, batch: &Batch) -> Result<ObjectiveOutput> {
         parts.image_context_id,
         &image_rows,
     )?;
-    let logits = parts
+    let hidden = parts
         .llm
-        .forward(&embeds, &positions, Some(&mask), &mut KvCache::new())?;
-    let (mut loss, token_loss) = shifted_lm_loss(&logits, &labels)?;
+        .hidden_states(&embeds, &positions, Some(&mask), &mut KvCache::new())?;
+    let (mut loss, token_loss) = shifted_lm_loss(&hidden, &labels, &|h| parts.llm.logits(h))?;
     if ignore {
         tracing::warn!("image embeddings do not match the <IMG_CONTEXT> tokens: loss set to 0");
         loss = (loss * 0.0)?;
@@ -543,10 +573,7 @@ pub fn sft(parts: &ChatParts, batch: &Batch) -> Result<ObjectiveOutput> {
     Ok(ObjectiveOutput {
         loss,
         components: Vec::new(),
-        intermediates: vec![
-            ("token_loss".into(), token_loss),
-            ("logits".into(), logits.to_dtype(DType::F32)?.contiguous()?),
-        ],
+        intermediates: vec![("token_loss".into(), token_loss)],
     })
 }
 

@@ -177,6 +177,27 @@ pub fn stack_texts(samples: &[Stage2Texts]) -> Result<HashMap<String, Tensor>> {
     Ok(out)
 }
 
+/// Cuts the right padding shared by every text row of a batch. The result is the same:
+/// padding is right-aligned, masked as keys, and never a target, and the release's length
+/// tests (`mask.sum − 1`) do not depend on it; QLLaMA then runs on `Q + longest` positions
+/// instead of `Q + 80`.
+pub fn trim_padding(mut tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+    let mut longest = 1;
+    for (name, t) in &tensors {
+        if name.ends_with("attention_mask") {
+            for row in t.to_dtype(DType::I64)?.to_vec2::<i64>()? {
+                longest = longest.max(row.iter().rposition(|&m| m != 0).map_or(0, |p| p + 1));
+            }
+        }
+    }
+    for t in tensors.values_mut() {
+        if t.rank() == 2 && t.dim(1)? > longest {
+            *t = t.narrow(1, 0, longest)?;
+        }
+    }
+    Ok(tensors)
+}
+
 /// A stage-2 training run.
 #[derive(Debug, Clone)]
 pub struct Stage2Run {
@@ -293,7 +314,7 @@ pub fn train_stage2(run: &Stage2Run) -> Result<Vec<StepRecord>> {
                 };
                 pixels.push(preprocessor.pixels(&image)?);
             }
-            let mut tensors = stack_texts(&texts)?;
+            let mut tensors = trim_padding(stack_texts(&texts)?)?;
             tensors.insert("pixel_values".into(), Tensor::stack(&pixels, 0)?);
             let out = stage2(&model, &Batch::new(tensors, ""))?;
             Ok((out.loss, out.components))

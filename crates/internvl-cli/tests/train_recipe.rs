@@ -295,5 +295,30 @@ fn shortened_toy_recipe_runs_end_to_end() {
     let result: Value = serde_json::from_str(&stdout).unwrap();
     println!("toy zero-shot after 10 steps: {}", result["metrics"]);
     assert!(dir.join("eval").read_dir().unwrap().count() > 0);
+    // Linear probing of the stage-1 ViT on the same images.
+    let (ok, stdout, stderr) = internvl(&[
+        "train",
+        "probe",
+        "--model",
+        s(&stage1.join("last")),
+        "--train",
+        s(&data.join("train")),
+        "--test",
+        s(&data.join("test")),
+        "--out",
+        s(&dir.join("probe")),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let probe: Value = serde_json::from_str(&stdout).unwrap();
+    println!(
+        "toy linear probe (2 epochs): test accuracy {}",
+        probe["test_accuracy"]
+    );
+    assert!(dir.join("probe/probe.safetensors").is_file());
     std::fs::remove_dir_all(dir).ok();
 }

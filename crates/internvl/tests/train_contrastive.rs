@@ -54,6 +54,7 @@ fn run(dir: &Path, options: TrainOptions, stop_after: Option<u64>, resume: bool)
         augment: true,
         progress: false,
         stop_after,
+        positives: Default::default(),
     }
 }
 

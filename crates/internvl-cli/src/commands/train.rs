@@ -5,6 +5,7 @@
 //! * `internvl train contrastive`: stage 1 (InternVL-C InfoNCE) on image-caption JSON Lines;
 //! * `internvl train stage2`: stage 2 (InternVL-G ITC + ITM + ITG) on image-caption JSON Lines;
 //! * `internvl train sft`: stage 3 (InternVL-Chat) on conversation JSON Lines;
+//! * `internvl train probe`: linear / attention-pooling probing on frozen InternViT features;
 //! * `internvl train init-cg` / `prepare-fashion-mnist`: the toy reproduction's model and data.
 
 use std::collections::HashMap;
@@ -38,6 +39,8 @@ enum Command {
     Stage2(Stage2Args),
     /// Stage 3: supervised fine-tuning of InternVL-Chat on conversation JSON Lines.
     Sft(SftArgs),
+    /// Linear or attention-pooling probing of frozen InternViT features on image folders.
+    Probe(ProbeArgs),
     /// Create a fresh InternVL-C/G: small InternViT from scratch, QLLaMA from a llama GGUF.
     InitCg(InitArgs),
     /// Fashion-MNIST (scripts/fetch_fashion_mnist.sh) as image folders + caption JSON Lines.
@@ -100,6 +103,43 @@ pub struct SftArgs {
     #[arg(long)]
     stop_after: Option<u64>,
     /// Print the final record as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `internvl train probe`.
+#[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Training image folder (one sub-folder per class).
+    #[arg(long)]
+    train: PathBuf,
+    /// Test image folder (the same class folders).
+    #[arg(long)]
+    test: PathBuf,
+    /// Output folder: probe.safetensors (release names), probe.json, metrics.jsonl, loss.png.
+    #[arg(long)]
+    out: PathBuf,
+    /// linear (CLS + patch mean, the release's cls_patch_concat) or attention-pooling.
+    #[arg(long, default_value = "linear")]
+    head: String,
+    /// Heads of the attention-pooling block.
+    #[arg(long, default_value_t = 4)]
+    pool_heads: usize,
+    /// Epochs.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Learning rate (default 0.1 · batch / 512, the release's).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -263,6 +303,10 @@ pub struct ContrastiveArgs {
     /// No RandomResizedCrop / flip augmentation.
     #[arg(long)]
     no_augment: bool,
+    /// Positives of the InfoNCE targets: `caption` (identical captions) or `label` (same
+    /// `label` field: templated captions of one class are paraphrases).
+    #[arg(long, default_value = "caption")]
+    positives: String,
     /// Stop after this many steps (saving), to resume later.
     #[arg(long)]
     stop_after: Option<u64>,
@@ -334,6 +378,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Contrastive(args) => contrastive(args),
         Command::Stage2(args) => stage2(args),
         Command::Sft(args) => sft(args),
+        Command::Probe(args) => probe(args),
         Command::InitCg(args) => init_cg(args),
         Command::PrepareFashionMnist(args) => prepare_fashion_mnist(args),
     }
@@ -475,6 +520,52 @@ fn report(
     }
 }
 
+fn probe(args: ProbeArgs) -> Result<()> {
+    use internvl::training::probe::{train_probe, ProbeHead, ProbeOptions};
+    let head = match args.head.as_str() {
+        "linear" => ProbeHead::Linear,
+        "attention-pooling" | "attention_pooling" => ProbeHead::AttentionPooling {
+            heads: args.pool_heads,
+        },
+        other => bail!("unknown --head `{other}` (linear, attention-pooling)"),
+    };
+    let options = ProbeOptions {
+        head,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        seed: args.seed,
+        ..ProbeOptions::default()
+    };
+    let report = train_probe(
+        &args.model.folder()?,
+        &args.train,
+        &args.test,
+        &args.out,
+        &options,
+    )?;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "classes": report.classes,
+                "train_accuracy": report.train_accuracy,
+                "test_accuracy": report.test_accuracy,
+                "per_class_recall": report.per_class_recall,
+                "confusion": report.confusion,
+            })
+        );
+    } else {
+        println!(
+            "test accuracy {:.2}% (train {:.2}%); head in {}",
+            100.0 * report.test_accuracy,
+            100.0 * report.train_accuracy,
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
 fn init_cg(args: InitArgs) -> Result<()> {
     use internvl::training::init::{init_internvl_cg, InitSpec};
     let spec = InitSpec {
@@ -548,6 +639,7 @@ fn contrastive(args: ContrastiveArgs) -> Result<()> {
         augment: !args.no_augment,
         progress: !args.json,
         stop_after: args.stop_after,
+        positives: args.positives.parse()?,
     };
     let records = train_contrastive(&run)?;
     report(&records, &args.out, args.json);

@@ -6,8 +6,9 @@
 //! Two choices of this implementation, both reducing to the release's formula when they do not
 //! apply: identical captions within a batch are positives of each other (multi-positive soft
 //! targets, as the release's retrieval ITC does for equal image ids; with distinct captions these
-//! are the usual one-hot targets); and when no QLLaMA body weight trains (a locked text tower),
-//! each distinct caption's EOS state is computed once and cached.
+//! are the usual one-hot targets; [`Positives::Label`] widens this to samples of the same
+//! labelled class); and when no QLLaMA body weight trains (a locked text tower), each distinct
+//! caption's EOS state is computed once and cached.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,12 +52,39 @@ pub struct ContrastiveRun {
     pub progress: bool,
     /// Stop (after saving) once this many steps are done, to be resumed later.
     pub stop_after: Option<u64>,
+    /// Which samples of a batch are positives of each other.
+    pub positives: Positives,
 }
 
-/// One sample: decoded image and caption.
+/// Which samples of a batch count as matching pairs in the InfoNCE targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Positives {
+    /// Samples with identical captions (one-hot targets when captions are distinct).
+    #[default]
+    Caption,
+    /// Samples with the same `label` in the JSON Lines (templated captions that name the same
+    /// class are paraphrases), like the release's retrieval ITC treats equal image ids.
+    Label,
+}
+
+impl std::str::FromStr for Positives {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "caption" => Ok(Self::Caption),
+            "label" => Ok(Self::Label),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown positives `{other}` (caption, label)"
+            ))),
+        }
+    }
+}
+
+/// One sample: image path, caption and the key deciding its positives.
 struct Sample {
     image: PathBuf,
     caption: String,
+    group: String,
 }
 
 /// Trains and returns the records of the steps run.
@@ -110,7 +138,8 @@ pub fn train_contrastive(run: &ContrastiveRun) -> Result<Vec<StepRecord>> {
             } else {
                 text_features(&model, &tokenizer, &captions)?
             };
-            let loss = contrastive_loss(&model, &pixels, &text, &captions)?;
+            let groups: Vec<&str> = batch.iter().map(|s| s.group.as_str()).collect();
+            let loss = contrastive_loss(&model, &pixels, &text, &groups)?;
             Ok((loss, Vec::new()))
         })?;
         if let Some(bar) = &bar {
@@ -145,13 +174,28 @@ fn read_samples(run: &ContrastiveRun) -> Result<Vec<Sample>> {
         .clone()
         .or_else(|| run.data.parent().map(Path::to_path_buf))
         .unwrap_or_default();
-    Ok(records
+    records
         .into_iter()
-        .map(|r| Sample {
-            image: root.join(&r.image),
-            caption: r.caption,
+        .enumerate()
+        .map(|(i, r)| {
+            let group = match (run.positives, r.label) {
+                (Positives::Caption, _) => r.caption.clone(),
+                (Positives::Label, Some(label)) => format!("label {label}"),
+                (Positives::Label, None) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} line {}: label positives need a `label` on every line",
+                        run.data.display(),
+                        i + 1
+                    )))
+                }
+            };
+            Ok(Sample {
+                image: root.join(&r.image),
+                caption: r.caption,
+                group,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// `[B, 3, S, S]` pixels of a batch; augmentation draws from an RNG seeded by the run's seed,
@@ -264,7 +308,7 @@ fn cached_text_features(
 }
 
 /// Symmetric InfoNCE between the InternVL-C image embeddings of `pixels` and the projected
-/// text features, identical captions being positives of each other.
+/// text features; samples with the same group key are positives of each other.
 fn contrastive_loss(
     model: &InternVLCG,
     pixels: &Tensor,

@@ -11,7 +11,7 @@
 //! caption's EOS state is computed once and cached.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use super::datasets::{read_caption_jsonl, CaptionRecord};
 use super::losses::{l2_normalize, soft_cross_entropy};
 use super::params::{NamePatterns, Parameters};
-use super::trainer::{batch_indices, StepRecord, TrainOptions, Trainer};
+use super::trainer::{batch_indices, data_root, start_folder, StepRecord, TrainOptions, Trainer};
 use crate::models::internvl_cg::InternVLCG;
 use crate::models::ModelFolder;
 use crate::processing::image::load_rgb;
@@ -89,18 +89,7 @@ struct Sample {
 
 /// Trains and returns the records of the steps run.
 pub fn train_contrastive(run: &ContrastiveRun) -> Result<Vec<StepRecord>> {
-    let last = run.out_dir.join("last");
-    let start_from = if run.resume {
-        if !last.join("trainer_state.json").is_file() {
-            return Err(Error::InvalidArgument(format!(
-                "nothing to resume: {} has no trainer_state.json",
-                last.display()
-            )));
-        }
-        last.clone()
-    } else {
-        run.model.clone()
-    };
+    let start_from = start_folder(&run.model, &run.out_dir, run.resume)?;
     let folder = ModelFolder::open(&start_from)?;
     let trainable = NamePatterns::parse(&run.options.trainable)?;
     let params = Parameters::attach(folder.checkpoint(), trainable);
@@ -118,47 +107,26 @@ pub fn train_contrastive(run: &ContrastiveRun) -> Result<Vec<StepRecord>> {
         run.options.clone(),
         depth,
         &run.out_dir,
-        run.resume.then_some(last.as_path()),
+        run.resume.then_some(start_from.as_path()),
     )?;
     let samples = read_samples(run)?;
     let tokenizer = InternVlCgTextTokenizer::from_folder(folder.dir())?;
     let preprocessor = ImagePreprocessor::new(ImageTransform::Retrieval, model.image_size(), None)?;
     let mut cache = HashMap::new();
-    let bar = progress_bar(run, &trainer);
-    let mut records = Vec::new();
-    let stop = run.options.steps.min(run.stop_after.unwrap_or(u64::MAX));
-    while trainer.step() < stop {
-        let record = trainer.train_step(|step, micro| {
-            let indices = batch_indices(samples.len(), run.options.seed, step, micro, &run.options);
-            let batch: Vec<&Sample> = indices.iter().map(|&i| &samples[i]).collect();
-            let pixels = batch_pixels(&batch, &indices, step, run, &preprocessor)?;
-            let captions: Vec<&str> = batch.iter().map(|s| s.caption.as_str()).collect();
-            let text = if text_locked {
-                cached_text_features(&model, &tokenizer, &captions, &mut cache)?
-            } else {
-                text_features(&model, &tokenizer, &captions)?
-            };
-            let groups: Vec<&str> = batch.iter().map(|s| s.group.as_str()).collect();
-            let loss = contrastive_loss(&model, &pixels, &text, &groups)?;
-            Ok((loss, Vec::new()))
-        })?;
-        if let Some(bar) = &bar {
-            bar.set_position(record.step);
-            bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
-        }
-        if trainer.should_save() || trainer.step() == stop {
-            trainer.save_run(&folder)?;
-        }
-        records.push(record);
-    }
-    if let Some(bar) = bar {
-        bar.finish();
-    }
-    Ok(records)
-}
-
-fn progress_bar(run: &ContrastiveRun, trainer: &Trainer) -> Option<indicatif::ProgressBar> {
-    run.progress.then(|| trainer.progress_bar())
+    trainer.run(&folder, run.stop_after, run.progress, |step, micro| {
+        let indices = batch_indices(samples.len(), run.options.seed, step, micro, &run.options);
+        let batch: Vec<&Sample> = indices.iter().map(|&i| &samples[i]).collect();
+        let pixels = batch_pixels(&batch, &indices, step, run, &preprocessor)?;
+        let captions: Vec<&str> = batch.iter().map(|s| s.caption.as_str()).collect();
+        let text = if text_locked {
+            cached_text_features(&model, &tokenizer, &captions, &mut cache)?
+        } else {
+            text_features(&model, &tokenizer, &captions)?
+        };
+        let groups: Vec<&str> = batch.iter().map(|s| s.group.as_str()).collect();
+        let loss = contrastive_loss(&model, &pixels, &text, &groups)?;
+        Ok((loss, Vec::new()))
+    })
 }
 
 fn read_samples(run: &ContrastiveRun) -> Result<Vec<Sample>> {
@@ -169,11 +137,7 @@ fn read_samples(run: &ContrastiveRun) -> Result<Vec<Sample>> {
             run.data.display()
         )));
     }
-    let root = run
-        .image_root
-        .clone()
-        .or_else(|| run.data.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
+    let root = data_root(run.image_root.as_deref(), &run.data);
     records
         .into_iter()
         .enumerate()

@@ -4,14 +4,14 @@
 //! What trains is chosen by name patterns: `mlp1.*` (the projector warm-up), the LLM, the ViT.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 
 use super::objectives::{sft, Batch, ChatParts};
 use super::params::{NamePatterns, Parameters};
 use super::sft_data::{build_sample, collate, read_jsonl, SftDataConfig, SftRecord};
-use super::trainer::{batch_indices, StepRecord, TrainOptions, Trainer};
+use super::trainer::{batch_indices, data_root, start_folder, StepRecord, TrainOptions, Trainer};
 use crate::models::internvl_chat::ChatVision;
 use crate::models::llm::Llm;
 use crate::models::ModelFolder;
@@ -47,18 +47,7 @@ pub struct SftRun {
 
 /// Trains and returns the records of the steps run.
 pub fn train_sft(run: &SftRun) -> Result<Vec<StepRecord>> {
-    let last = run.out_dir.join("last");
-    let start_from = if run.resume {
-        if !last.join("trainer_state.json").is_file() {
-            return Err(Error::InvalidArgument(format!(
-                "nothing to resume: {} has no trainer_state.json",
-                last.display()
-            )));
-        }
-        last.clone()
-    } else {
-        run.model.clone()
-    };
+    let start_from = start_folder(&run.model, &run.out_dir, run.resume)?;
     let folder = ModelFolder::open(&start_from)?;
     let params = Parameters::attach(
         folder.checkpoint(),
@@ -83,11 +72,7 @@ pub fn train_sft(run: &SftRun) -> Result<Vec<StepRecord>> {
             run.data.display()
         )));
     }
-    let root = run
-        .image_root
-        .clone()
-        .or_else(|| run.data.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
+    let root = data_root(run.image_root.as_deref(), &run.data);
     let depth = (vision.vision().config().num_hidden_layers, 0);
     let mut trainer = Trainer::new(
         OBJECTIVE,
@@ -95,49 +80,32 @@ pub fn train_sft(run: &SftRun) -> Result<Vec<StepRecord>> {
         run.options.clone(),
         depth,
         &run.out_dir,
-        run.resume.then_some(last.as_path()),
+        run.resume.then_some(start_from.as_path()),
     )?;
     let parts = ChatParts {
         vision: &vision,
         llm: &llm,
         image_context_id,
     };
-    let bar = run.progress.then(|| trainer.progress_bar());
-    let stop = run.options.steps.min(run.stop_after.unwrap_or(u64::MAX));
-    let mut steps = Vec::new();
-    while trainer.step() < stop {
-        let record = trainer.train_step(|step, micro| {
-            let indices = batch_indices(records.len(), run.options.seed, step, micro, &run.options);
-            let samples = indices
-                .iter()
-                .map(|&i| build_sample(&records[i], &root, &tokenizer, &config))
-                .collect::<Result<Vec<_>>>()?;
-            let batch = collate(&samples, &Device::Cpu)?;
-            let tensors: HashMap<String, Tensor> = [
-                ("input_ids", batch.input_ids),
-                ("labels", batch.labels),
-                ("attention_mask", batch.attention_mask),
-                ("position_ids", batch.position_ids),
-                ("pixel_values", batch.pixel_values),
-                ("image_flags", batch.image_flags),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            let out = sft(&parts, &Batch::new(tensors, ""))?;
-            Ok((out.loss, Vec::new()))
-        })?;
-        if let Some(bar) = &bar {
-            bar.set_position(record.step);
-            bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
-        }
-        if trainer.should_save() || trainer.step() == stop {
-            trainer.save_run(&folder)?;
-        }
-        steps.push(record);
-    }
-    if let Some(bar) = bar {
-        bar.finish();
-    }
-    Ok(steps)
+    trainer.run(&folder, run.stop_after, run.progress, |step, micro| {
+        let indices = batch_indices(records.len(), run.options.seed, step, micro, &run.options);
+        let samples = indices
+            .iter()
+            .map(|&i| build_sample(&records[i], &root, &tokenizer, &config))
+            .collect::<Result<Vec<_>>>()?;
+        let batch = collate(&samples, &Device::Cpu)?;
+        let tensors: HashMap<String, Tensor> = [
+            ("input_ids", batch.input_ids),
+            ("labels", batch.labels),
+            ("attention_mask", batch.attention_mask),
+            ("position_ids", batch.position_ids),
+            ("pixel_values", batch.pixel_values),
+            ("image_flags", batch.image_flags),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let out = sft(&parts, &Batch::new(tensors, ""))?;
+        Ok((out.loss, Vec::new()))
+    })
 }

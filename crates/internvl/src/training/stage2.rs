@@ -14,7 +14,7 @@
 //!   the first `len(prefix) − 1` positions set to −100 (so the prefix's last token is a target).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -23,7 +23,7 @@ use super::datasets::read_caption_jsonl;
 use super::losses::IGNORE_INDEX;
 use super::objectives::{stage2, Batch};
 use super::params::{NamePatterns, Parameters};
-use super::trainer::{batch_indices, StepRecord, TrainOptions, Trainer};
+use super::trainer::{batch_indices, data_root, start_folder, StepRecord, TrainOptions, Trainer};
 use crate::models::internvl_cg::InternVLCG;
 use crate::models::ModelFolder;
 use crate::processing::image::load_rgb;
@@ -223,18 +223,7 @@ pub struct Stage2Run {
 
 /// Trains and returns the records of the steps run.
 pub fn train_stage2(run: &Stage2Run) -> Result<Vec<StepRecord>> {
-    let last = run.out_dir.join("last");
-    let start_from = if run.resume {
-        if !last.join("trainer_state.json").is_file() {
-            return Err(Error::InvalidArgument(format!(
-                "nothing to resume: {} has no trainer_state.json",
-                last.display()
-            )));
-        }
-        last.clone()
-    } else {
-        run.model.clone()
-    };
+    let start_from = start_folder(&run.model, &run.out_dir, run.resume)?;
     let folder = ModelFolder::open(&start_from)?;
     let params = Parameters::attach(
         folder.checkpoint(),
@@ -253,7 +242,7 @@ pub fn train_stage2(run: &Stage2Run) -> Result<Vec<StepRecord>> {
         run.options.clone(),
         depth,
         &run.out_dir,
-        run.resume.then_some(last.as_path()),
+        run.resume.then_some(start_from.as_path()),
     )?;
     let records = read_caption_jsonl(&run.data)?;
     if records.len() < 2 {
@@ -262,11 +251,7 @@ pub fn train_stage2(run: &Stage2Run) -> Result<Vec<StepRecord>> {
             run.data.display()
         )));
     }
-    let root = run
-        .image_root
-        .clone()
-        .or_else(|| run.data.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
+    let root = data_root(run.image_root.as_deref(), &run.data);
     let captions: Vec<String> = records
         .iter()
         .map(|r| process_caption(&r.caption, 50))
@@ -279,59 +264,42 @@ pub fn train_stage2(run: &Stage2Run) -> Result<Vec<StepRecord>> {
     }
     let tokenizer = Tokenizer::from_folder(folder.dir())?;
     let preprocessor = ImagePreprocessor::new(ImageTransform::Retrieval, model.image_size(), None)?;
-    let bar = run.progress.then(|| trainer.progress_bar());
-    let stop = run.options.steps.min(run.stop_after.unwrap_or(u64::MAX));
-    let mut steps = Vec::new();
-    while trainer.step() < stop {
-        let record = trainer.train_step(|step, micro| {
-            let indices = batch_indices(records.len(), run.options.seed, step, micro, &run.options);
-            let mut texts = Vec::new();
-            let mut pixels = Vec::new();
-            for (slot, &i) in indices.iter().enumerate() {
-                // The release draws the negative uniformly among samples of another image.
-                let seed = run.options.seed
-                    ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D)
-                    ^ ((i as u64) << 20)
-                    ^ slot as u64;
-                let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-                let j = loop {
-                    let j = rng.random_range(0..records.len());
-                    if images[j] != images[i] {
-                        break j;
-                    }
-                };
-                texts.push(stage2_texts(
-                    &tokenizer,
-                    &captions[i],
-                    &captions[j],
-                    MAX_SEQ_LENGTH,
-                )?);
-                let image = load_rgb(&images[i])?;
-                let image = if run.augment {
-                    super::contrastive::augment(&image, &mut rng)
-                } else {
-                    image
-                };
-                pixels.push(preprocessor.pixels(&image)?);
-            }
-            let mut tensors = trim_padding(stack_texts(&texts)?)?;
-            tensors.insert("pixel_values".into(), Tensor::stack(&pixels, 0)?);
-            let out = stage2(&model, &Batch::new(tensors, ""))?;
-            Ok((out.loss, out.components))
-        })?;
-        if let Some(bar) = &bar {
-            bar.set_position(record.step);
-            bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
+    trainer.run(&folder, run.stop_after, run.progress, |step, micro| {
+        let indices = batch_indices(records.len(), run.options.seed, step, micro, &run.options);
+        let mut texts = Vec::new();
+        let mut pixels = Vec::new();
+        for (slot, &i) in indices.iter().enumerate() {
+            // The release draws the negative uniformly among samples of another image.
+            let seed = run.options.seed
+                ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D)
+                ^ ((i as u64) << 20)
+                ^ slot as u64;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let j = loop {
+                let j = rng.random_range(0..records.len());
+                if images[j] != images[i] {
+                    break j;
+                }
+            };
+            texts.push(stage2_texts(
+                &tokenizer,
+                &captions[i],
+                &captions[j],
+                MAX_SEQ_LENGTH,
+            )?);
+            let image = load_rgb(&images[i])?;
+            let image = if run.augment {
+                super::contrastive::augment(&image, &mut rng)
+            } else {
+                image
+            };
+            pixels.push(preprocessor.pixels(&image)?);
         }
-        if trainer.should_save() || trainer.step() == stop {
-            trainer.save_run(&folder)?;
-        }
-        steps.push(record);
-    }
-    if let Some(bar) = bar {
-        bar.finish();
-    }
-    Ok(steps)
+        let mut tensors = trim_padding(stack_texts(&texts)?)?;
+        tensors.insert("pixel_values".into(), Tensor::stack(&pixels, 0)?);
+        let out = stage2(&model, &Batch::new(tensors, ""))?;
+        Ok((out.loss, out.components))
+    })
 }
 
 #[cfg(test)]

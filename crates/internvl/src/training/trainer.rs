@@ -365,6 +365,36 @@ impl Trainer {
         Ok(())
     }
 
+    /// Runs steps until the recipe's last one (or `stop_after`), with a progress bar when
+    /// `progress`, saving `last/` at the `save_every` steps and at the end (see
+    /// [`Trainer::save_run`]). `micro` is as in [`Trainer::train_step`].
+    pub fn run(
+        &mut self,
+        source: &ModelFolder,
+        stop_after: Option<u64>,
+        progress: bool,
+        mut micro: impl FnMut(u64, usize) -> Result<MicroLoss>,
+    ) -> Result<Vec<StepRecord>> {
+        let bar = progress.then(|| self.progress_bar());
+        let stop = self.options.steps.min(stop_after.unwrap_or(u64::MAX));
+        let mut records = Vec::new();
+        while self.step < stop {
+            let record = self.train_step(&mut micro)?;
+            if let Some(bar) = &bar {
+                bar.set_position(record.step);
+                bar.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
+            }
+            if self.should_save() || self.step == stop {
+                self.save_run(source)?;
+            }
+            records.push(record);
+        }
+        if let Some(bar) = bar {
+            bar.finish();
+        }
+        Ok(records)
+    }
+
     /// A progress bar over the run's steps, at the current step.
     pub fn progress_bar(&self) -> indicatif::ProgressBar {
         let bar = indicatif::ProgressBar::new(self.options.steps);
@@ -378,6 +408,30 @@ impl Trainer {
         bar.set_position(self.step);
         bar
     }
+}
+
+/// The model folder a run loads: `model`, or the run's `out_dir/last` checkpoint when resuming
+/// (an error when there is none).
+pub fn start_folder(model: &Path, out_dir: &Path, resume: bool) -> Result<PathBuf> {
+    if !resume {
+        return Ok(model.to_path_buf());
+    }
+    let last = out_dir.join("last");
+    if !last.join("trainer_state.json").is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "nothing to resume: {} has no trainer_state.json",
+            last.display()
+        )));
+    }
+    Ok(last)
+}
+
+/// The folder a data file's image paths are relative to: `image_root`, else the file's folder.
+pub fn data_root(image_root: Option<&Path>, data: &Path) -> PathBuf {
+    image_root
+        .map(Path::to_path_buf)
+        .or_else(|| data.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
 }
 
 /// Writes `source`'s tensors (with the trained values of `params`) and its other files to

@@ -11,7 +11,7 @@ use common::fixture;
 use internvl::models::internvl_cg::InternVLCG;
 use internvl::models::ModelFolder;
 use internvl::training::contrastive::{train_contrastive, ContrastiveRun};
-use internvl::training::trainer::{read_metrics, TrainOptions};
+use internvl::training::trainer::{read_metrics, RunSpec, TrainOptions};
 
 fn workdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -45,15 +45,17 @@ fn data(dir: &Path) -> PathBuf {
 
 fn run(dir: &Path, options: TrainOptions, stop_after: Option<u64>, resume: bool) -> ContrastiveRun {
     ContrastiveRun {
-        model: fixture("train_contrastive/model"),
-        data: data(dir),
-        image_root: None,
-        out_dir: dir.join("out"),
-        options,
-        resume,
+        spec: RunSpec {
+            model: fixture("train_contrastive/model"),
+            data: data(dir),
+            image_root: None,
+            out_dir: dir.join("out"),
+            options,
+            resume,
+            progress: false,
+            stop_after,
+        },
         augment: true,
-        progress: false,
-        stop_after,
         positives: Default::default(),
     }
 }

@@ -9,30 +9,32 @@ use candle_core::{DType, Device};
 use common::fixture;
 use internvl::models::ModelFolder;
 use internvl::training::sft::{train_sft, SftRun};
-use internvl::training::trainer::TrainOptions;
+use internvl::training::trainer::{RunSpec, TrainOptions};
 
 fn run(dir: &Path, stop_after: Option<u64>, resume: bool) -> SftRun {
     SftRun {
-        model: fixture("train_sft/model"),
-        data: fixture("train_sft/inputs/sft.jsonl"),
-        image_root: None,
-        out_dir: dir.to_path_buf(),
-        options: TrainOptions {
-            steps: 6,
-            batch_size: 2,
-            accumulation: 1,
-            lr: 1e-2,
-            weight_decay: 0.0,
-            warmup_steps: 1,
-            max_grad_norm: Some(1.0),
-            seed: 3,
-            trainable: "mlp1.*".into(),
-            ..TrainOptions::default()
+        spec: RunSpec {
+            model: fixture("train_sft/model"),
+            data: fixture("train_sft/inputs/sft.jsonl"),
+            image_root: None,
+            out_dir: dir.to_path_buf(),
+            options: TrainOptions {
+                steps: 6,
+                batch_size: 2,
+                accumulation: 1,
+                lr: 1e-2,
+                weight_decay: 0.0,
+                warmup_steps: 1,
+                max_grad_norm: Some(1.0),
+                seed: 3,
+                trainable: "mlp1.*".into(),
+                ..TrainOptions::default()
+            },
+            resume,
+            progress: false,
+            stop_after,
         },
-        resume,
         max_dynamic_patch: None,
-        progress: false,
-        stop_after,
     }
 }
 

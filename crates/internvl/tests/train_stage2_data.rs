@@ -84,7 +84,7 @@ fn texts_equal_the_official_preprocessing() {
 fn a_short_stage2_run_trains_only_the_stage2_parameters() {
     use internvl::models::ModelFolder;
     use internvl::training::stage2::{train_stage2, Stage2Run, DEFAULT_TRAINABLE};
-    use internvl::training::trainer::TrainOptions;
+    use internvl::training::trainer::{RunSpec, TrainOptions};
     let case = fixture("train_stage2");
     let dir = std::env::temp_dir().join(format!("internvl-stage2-run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -105,23 +105,25 @@ fn a_short_stage2_run_trains_only_the_stage2_parameters() {
         .collect();
     std::fs::write(dir.join("train.jsonl"), lines).unwrap();
     let run = Stage2Run {
-        model: case.join("model"),
-        data: dir.join("train.jsonl"),
-        image_root: None,
-        out_dir: dir.join("out"),
-        options: TrainOptions {
-            steps: 6,
-            batch_size: 3,
-            lr: 5e-3,
-            warmup_steps: 1,
-            trainable: DEFAULT_TRAINABLE.into(),
-            seed: 1,
-            ..TrainOptions::default()
+        spec: RunSpec {
+            model: case.join("model"),
+            data: dir.join("train.jsonl"),
+            image_root: None,
+            out_dir: dir.join("out"),
+            options: TrainOptions {
+                steps: 6,
+                batch_size: 3,
+                lr: 5e-3,
+                warmup_steps: 1,
+                trainable: DEFAULT_TRAINABLE.into(),
+                seed: 1,
+                ..TrainOptions::default()
+            },
+            resume: false,
+            progress: false,
+            stop_after: None,
         },
-        resume: false,
         augment: false,
-        progress: false,
-        stop_after: None,
     };
     let records = train_stage2(&run).unwrap();
     let losses: Vec<f64> = records.iter().map(|r| r.loss).collect();

@@ -47,42 +47,13 @@ enum Command {
     PrepareFashionMnist(PrepareArgs),
 }
 
-/// Arguments of `internvl train stage2`.
+/// What every training run takes on the command line.
 #[derive(Debug, clap::Args)]
-pub struct Stage2Args {
+pub struct RunArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Image-caption JSON Lines (`{"image": ..., "caption": ...}` per line).
-    #[arg(long)]
-    data: PathBuf,
-    /// Folder the image paths are relative to (default: the data file's folder).
-    #[arg(long)]
-    image_root: Option<PathBuf>,
-    /// Output folder: metrics.jsonl (with itc / itm / itg), loss.png, last/.
-    #[arg(long)]
-    out: PathBuf,
-    #[command(flatten)]
-    recipe: RecipeArgs,
-    /// Continue the run in --out from its last checkpoint.
-    #[arg(long)]
-    resume: bool,
-    /// No BLIP-2 crop / flip augmentation.
-    #[arg(long)]
-    no_augment: bool,
-    /// Stop after this many steps (saving), to resume later.
-    #[arg(long)]
-    stop_after: Option<u64>,
-    /// Print the final record as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-/// Arguments of `internvl train sft`.
-#[derive(Debug, clap::Args)]
-pub struct SftArgs {
-    #[command(flatten)]
-    model: ModelArgs,
-    /// Conversation JSON Lines (the release's internvl_chat format).
+    /// Training data: image-caption JSON Lines (`{"image", "caption"}` per line; contrastive,
+    /// stage2) or the release's conversation JSON Lines (sft).
     #[arg(long)]
     data: PathBuf,
     /// Folder the image paths are relative to (default: the data file's folder).
@@ -93,9 +64,6 @@ pub struct SftArgs {
     out: PathBuf,
     #[command(flatten)]
     recipe: RecipeArgs,
-    /// Most tiles per image (default: the model's max_dynamic_patch).
-    #[arg(long)]
-    max_dynamic_patch: Option<u32>,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
@@ -105,6 +73,65 @@ pub struct SftArgs {
     /// Print the final record as JSON.
     #[arg(long)]
     json: bool,
+}
+
+impl RunArgs {
+    /// The library's run settings, with `options` (the recipe, possibly adjusted).
+    fn spec(
+        &self,
+        options: internvl::training::trainer::TrainOptions,
+    ) -> Result<internvl::training::trainer::RunSpec> {
+        Ok(internvl::training::trainer::RunSpec {
+            model: self.model.folder()?,
+            data: self.data.clone(),
+            image_root: self.image_root.clone(),
+            out_dir: self.out.clone(),
+            options,
+            resume: self.resume,
+            progress: !self.json,
+            stop_after: self.stop_after,
+        })
+    }
+
+    /// Prints the last step (JSON or a line on stderr).
+    fn report(&self, records: &[internvl::training::trainer::StepRecord]) {
+        let (out, last) = (&self.out, records.last());
+        if self.json {
+            println!(
+                "{}",
+                json!({"steps_run": records.len(), "last": last, "model": out.join("last")})
+            );
+        } else if let Some(r) = last {
+            eprintln!(
+                "step {}: loss {:.4}; model in {}, metrics in {}, curve in {}",
+                r.step,
+                r.loss,
+                out.join("last").display(),
+                out.join("metrics.jsonl").display(),
+                out.join("loss.png").display()
+            );
+        }
+    }
+}
+
+/// Arguments of `internvl train stage2`.
+#[derive(Debug, clap::Args)]
+pub struct Stage2Args {
+    #[command(flatten)]
+    run: RunArgs,
+    /// No BLIP-2 crop / flip augmentation.
+    #[arg(long)]
+    no_augment: bool,
+}
+
+/// Arguments of `internvl train sft`.
+#[derive(Debug, clap::Args)]
+pub struct SftArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Most tiles per image (default: the model's max_dynamic_patch).
+    #[arg(long)]
+    max_dynamic_patch: Option<u32>,
 }
 
 /// Arguments of `internvl train probe`.
@@ -285,21 +312,7 @@ impl RecipeArgs {
 #[derive(Debug, clap::Args)]
 pub struct ContrastiveArgs {
     #[command(flatten)]
-    model: ModelArgs,
-    /// Image-caption JSON Lines (`{"image": ..., "caption": ...}` per line).
-    #[arg(long)]
-    data: PathBuf,
-    /// Folder the image paths are relative to (default: the data file's folder).
-    #[arg(long)]
-    image_root: Option<PathBuf>,
-    /// Output folder: metrics.jsonl, loss.png, last/ (a release-format model folder).
-    #[arg(long)]
-    out: PathBuf,
-    #[command(flatten)]
-    recipe: RecipeArgs,
-    /// Continue the run in --out from its last checkpoint.
-    #[arg(long)]
-    resume: bool,
+    run: RunArgs,
     /// No RandomResizedCrop / flip augmentation.
     #[arg(long)]
     no_augment: bool,
@@ -307,12 +320,6 @@ pub struct ContrastiveArgs {
     /// `label` field: templated captions of one class are paraphrases).
     #[arg(long, default_value = "caption")]
     positives: String,
-    /// Stop after this many steps (saving), to resume later.
-    #[arg(long)]
-    stop_after: Option<u64>,
-    /// Print the final record as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Arguments of `internvl train preview`.
@@ -457,67 +464,27 @@ fn loss(args: LossArgs) -> Result<()> {
 
 fn stage2(args: Stage2Args) -> Result<()> {
     use internvl::training::stage2::{train_stage2, Stage2Run, DEFAULT_TRAINABLE};
-    let mut options = args.recipe.options()?;
+    let mut options = args.run.recipe.options()?;
     if options.trainable == "*" {
         // The stage-2 default: queries, cross-attention and heads (ViT and QLLaMA body frozen).
         options.trainable = DEFAULT_TRAINABLE.into();
     }
     let run = Stage2Run {
-        model: args.model.folder()?,
-        data: args.data.clone(),
-        image_root: args.image_root.clone(),
-        out_dir: args.out.clone(),
-        options,
-        resume: args.resume,
+        spec: args.run.spec(options)?,
         augment: !args.no_augment,
-        progress: !args.json,
-        stop_after: args.stop_after,
     };
-    let records = train_stage2(&run)?;
-    report(&records, &args.out, args.json);
+    args.run.report(&train_stage2(&run)?);
     Ok(())
 }
 
 fn sft(args: SftArgs) -> Result<()> {
     use internvl::training::sft::{train_sft, SftRun};
     let run = SftRun {
-        model: args.model.folder()?,
-        data: args.data.clone(),
-        image_root: args.image_root.clone(),
-        out_dir: args.out.clone(),
-        options: args.recipe.options()?,
-        resume: args.resume,
+        spec: args.run.spec(args.run.recipe.options()?)?,
         max_dynamic_patch: args.max_dynamic_patch,
-        progress: !args.json,
-        stop_after: args.stop_after,
     };
-    let records = train_sft(&run)?;
-    report(&records, &args.out, args.json);
+    args.run.report(&train_sft(&run)?);
     Ok(())
-}
-
-/// Prints the last step (JSON or a line on stderr).
-fn report(
-    records: &[internvl::training::trainer::StepRecord],
-    out: &std::path::Path,
-    as_json: bool,
-) {
-    let last = records.last();
-    if as_json {
-        println!(
-            "{}",
-            json!({"steps_run": records.len(), "last": last, "model": out.join("last")})
-        );
-    } else if let Some(r) = last {
-        eprintln!(
-            "step {}: loss {:.4}; model in {}, metrics in {}, curve in {}",
-            r.step,
-            r.loss,
-            out.join("last").display(),
-            out.join("metrics.jsonl").display(),
-            out.join("loss.png").display()
-        );
-    }
 }
 
 fn probe(args: ProbeArgs) -> Result<()> {
@@ -630,19 +597,11 @@ fn prepare_fashion_mnist(args: PrepareArgs) -> Result<()> {
 fn contrastive(args: ContrastiveArgs) -> Result<()> {
     use internvl::training::contrastive::{train_contrastive, ContrastiveRun};
     let run = ContrastiveRun {
-        model: args.model.folder()?,
-        data: args.data.clone(),
-        image_root: args.image_root.clone(),
-        out_dir: args.out.clone(),
-        options: args.recipe.options()?,
-        resume: args.resume,
+        spec: args.run.spec(args.run.recipe.options()?)?,
         augment: !args.no_augment,
-        progress: !args.json,
-        stop_after: args.stop_after,
         positives: args.positives.parse()?,
     };
-    let records = train_contrastive(&run)?;
-    report(&records, &args.out, args.json);
+    args.run.report(&train_contrastive(&run)?);
     Ok(())
 }
 

@@ -99,14 +99,17 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Sorted names of the sub-folders of `root`.
-fn class_folders(root: &Path) -> Result<Vec<String>> {
+/// Sorted names of the sub-folders of `root` (torchvision's `find_classes`).
+pub(crate) fn class_folders(root: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(root).map_err(io_error(root))? {
         let entry = entry.map_err(io_error(root))?;
         if entry.path().is_dir() {
             let name = entry.file_name().into_string().map_err(|name| {
-                Error::InvalidArgument(format!("class folder name {name:?} is not UTF-8"))
+                Error::InvalidArgument(format!(
+                    "{}: class folder name {name:?} is not UTF-8",
+                    root.display()
+                ))
             })?;
             names.push(name);
         }
@@ -123,7 +126,7 @@ fn class_folders(root: &Path) -> Result<Vec<String>> {
 
 /// Image files anywhere below `folder`, sorted by (folder path, file name) like
 /// torchvision's `sorted(os.walk(...))` then `sorted(files)`.
-fn images_below(folder: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn images_below(folder: &Path) -> Result<Vec<PathBuf>> {
     let mut found: Vec<(String, String, PathBuf)> = Vec::new();
     let mut pending = vec![folder.to_path_buf()];
     while let Some(dir) = pending.pop() {

@@ -21,7 +21,8 @@ use crate::{Error, Result};
 /// clip_benchmark ranks with a fixed factor 100 instead of the model's logit scale.
 const CLIP_BENCHMARK_SCALE: f64 = 100.0;
 
-fn progress(len: usize, what: &str) -> ProgressBar {
+/// A progress bar of `len` items labelled `what` (evaluation and data preparation).
+pub(crate) fn progress(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64).with_style(
         ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed} (eta {eta})")
             .expect("valid progress template")

@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use super::datasets::{read_caption_jsonl, CaptionRecord};
 use super::losses::{l2_normalize, soft_cross_entropy};
 use super::params::{NamePatterns, Parameters};
-use super::trainer::{batch_indices, data_root, start_folder, StepRecord, TrainOptions, Trainer};
+use super::trainer::{batch_indices, RunSpec, StepRecord};
 use crate::models::internvl_cg::InternVLCG;
 use crate::models::ModelFolder;
 use crate::processing::image::load_rgb;
@@ -34,24 +34,10 @@ pub const OBJECTIVE: &str = "contrastive";
 /// A contrastive training run.
 #[derive(Debug, Clone)]
 pub struct ContrastiveRun {
-    /// The InternVL-C/G folder to start from.
-    pub model: PathBuf,
-    /// Image-caption JSON Lines.
-    pub data: PathBuf,
-    /// Folder the image paths are relative to (default: the data file's folder).
-    pub image_root: Option<PathBuf>,
-    /// Output folder: `metrics.jsonl`, `loss.png`, `last/` (and `checkpoint-N/`).
-    pub out_dir: PathBuf,
-    /// The recipe.
-    pub options: TrainOptions,
-    /// Continue from `out_dir/last`.
-    pub resume: bool,
+    /// Model (an InternVL-C/G folder; data: image-caption JSON Lines), data, output folder, recipe, resume / stop / progress.
+    pub spec: RunSpec,
     /// RandomResizedCrop(scale 0.5–1) + horizontal flip (else the evaluation transform).
     pub augment: bool,
-    /// Draw a progress bar on stderr.
-    pub progress: bool,
-    /// Stop (after saving) once this many steps are done, to be resumed later.
-    pub stop_after: Option<u64>,
     /// Which samples of a batch are positives of each other.
     pub positives: Positives,
 }
@@ -89,9 +75,9 @@ struct Sample {
 
 /// Trains and returns the records of the steps run.
 pub fn train_contrastive(run: &ContrastiveRun) -> Result<Vec<StepRecord>> {
-    let start_from = start_folder(&run.model, &run.out_dir, run.resume)?;
+    let start_from = run.spec.start_folder()?;
     let folder = ModelFolder::open(&start_from)?;
-    let trainable = NamePatterns::parse(&run.options.trainable)?;
+    let trainable = NamePatterns::parse(&run.spec.options.trainable)?;
     let params = Parameters::attach(folder.checkpoint(), trainable);
     let model = InternVLCG::load(&folder, DType::F32, &Device::Cpu);
     Parameters::detach(folder.checkpoint());
@@ -101,20 +87,19 @@ pub fn train_contrastive(run: &ContrastiveRun) -> Result<Vec<StepRecord>> {
         model.qllama().config().num_hidden_layers,
     );
     let text_locked = !params.vars().keys().any(|n| n.starts_with("qllama."));
-    let mut trainer = Trainer::new(
-        OBJECTIVE,
-        params,
-        run.options.clone(),
-        depth,
-        &run.out_dir,
-        run.resume.then_some(start_from.as_path()),
-    )?;
+    let mut trainer = run.spec.trainer(OBJECTIVE, params, depth, &start_from)?;
     let samples = read_samples(run)?;
     let tokenizer = InternVlCgTextTokenizer::from_folder(folder.dir())?;
     let preprocessor = ImagePreprocessor::new(ImageTransform::Retrieval, model.image_size(), None)?;
     let mut cache = HashMap::new();
-    trainer.run(&folder, run.stop_after, run.progress, |step, micro| {
-        let indices = batch_indices(samples.len(), run.options.seed, step, micro, &run.options);
+    run.spec.drive(&mut trainer, &folder, |step, micro| {
+        let indices = batch_indices(
+            samples.len(),
+            run.spec.options.seed,
+            step,
+            micro,
+            &run.spec.options,
+        );
         let batch: Vec<&Sample> = indices.iter().map(|&i| &samples[i]).collect();
         let pixels = batch_pixels(&batch, &indices, step, run, &preprocessor)?;
         let captions: Vec<&str> = batch.iter().map(|s| s.caption.as_str()).collect();
@@ -130,14 +115,14 @@ pub fn train_contrastive(run: &ContrastiveRun) -> Result<Vec<StepRecord>> {
 }
 
 fn read_samples(run: &ContrastiveRun) -> Result<Vec<Sample>> {
-    let records: Vec<CaptionRecord> = read_caption_jsonl(&run.data)?;
+    let records: Vec<CaptionRecord> = read_caption_jsonl(&run.spec.data)?;
     if records.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "{} holds no samples",
-            run.data.display()
+            run.spec.data.display()
         )));
     }
-    let root = data_root(run.image_root.as_deref(), &run.data);
+    let root = run.spec.data_root();
     records
         .into_iter()
         .enumerate()
@@ -148,7 +133,7 @@ fn read_samples(run: &ContrastiveRun) -> Result<Vec<Sample>> {
                 (Positives::Label, None) => {
                     return Err(Error::InvalidArgument(format!(
                         "{} line {}: label positives need a `label` on every line",
-                        run.data.display(),
+                        run.spec.data.display(),
                         i + 1
                     )))
                 }
@@ -178,7 +163,7 @@ fn batch_pixels(
         .map(|(slot, (sample, &index))| {
             let image = load_rgb(&sample.image)?;
             let image = if run.augment {
-                let seed = run.options.seed
+                let seed = run.spec.options.seed
                     ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D)
                     ^ ((index as u64) << 20)
                     ^ slot as u64;

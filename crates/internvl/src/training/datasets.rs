@@ -13,20 +13,19 @@
 //! IDX files are read uncompressed: a gzip-compressed one is refused with an error saying so,
 //! as the crate has no gzip decoder (the fetch script writes uncompressed copies).
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use image::codecs::png::PngEncoder;
 use image::imageops::FilterType;
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::evaluation::zeroshot_data::IMAGE_EXTENSIONS;
+use crate::evaluation::zeroshot_data::{class_folders, images_below};
+use crate::tasks::evaluate::progress;
 use crate::{Error, Result};
 
 /// Fashion-MNIST's class names by label, lower-case for captions and prompts. Label 0 is
@@ -343,16 +342,6 @@ fn write_png(path: &Path, image: &RgbImage) -> Result<()> {
     std::fs::write(path, png).map_err(io_error(path))
 }
 
-fn progress(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64).with_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed} (eta {eta})")
-            .expect("valid progress template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
-}
-
 /// Writes a split's PNGs (in parallel) and its caption JSON Lines; returns the image count.
 fn write_split(
     out_dir: &Path,
@@ -553,47 +542,7 @@ pub fn read_caption_jsonl(path: &Path) -> Result<Vec<CaptionRecord>> {
 /// Sorted names of the sub-folders of `root`: the classes of an image folder, label = position
 /// (torchvision's `find_classes`).
 pub fn image_folder_classes(root: &Path) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(root).map_err(io_error(root))? {
-        let entry = entry.map_err(io_error(root))?;
-        if entry.path().is_dir() {
-            let name = entry.file_name().into_string().map_err(|name| {
-                bad_file(root, format!("class folder name {name:?} is not UTF-8"))
-            })?;
-            names.push(name);
-        }
-    }
-    if names.is_empty() {
-        return Err(bad_file(root, "no class folders"));
-    }
-    names.sort();
-    Ok(names)
-}
-
-fn has_image_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-}
-
-/// Image files anywhere below `folder`, sorted by (folder, file name) as torchvision's
-/// `sorted(os.walk(...))` then `sorted(fnames)`.
-fn images_below(folder: &Path) -> Result<Vec<PathBuf>> {
-    let mut found = BTreeSet::new();
-    let mut pending = vec![folder.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
-            let path = entry.map_err(io_error(&dir))?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if has_image_extension(&path) {
-                let dir_key = dir.to_string_lossy().into_owned();
-                let name = path.file_name().unwrap_or_default().to_owned();
-                found.insert((dir_key, name, path));
-            }
-        }
-    }
-    Ok(found.into_iter().map(|(_, _, path)| path).collect())
+    class_folders(root)
 }
 
 /// An image-folder dataset, like torchvision's `ImageFolder`: (image path, label) with the

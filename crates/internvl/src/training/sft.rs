@@ -4,14 +4,13 @@
 //! What trains is chosen by name patterns: `mlp1.*` (the projector warm-up), the LLM, the ViT.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 
 use super::objectives::{sft, Batch, ChatParts};
 use super::params::{NamePatterns, Parameters};
 use super::sft_data::{build_sample, collate, read_jsonl, SftDataConfig, SftRecord};
-use super::trainer::{batch_indices, data_root, start_folder, StepRecord, TrainOptions, Trainer};
+use super::trainer::{batch_indices, RunSpec, StepRecord};
 use crate::models::internvl_chat::ChatVision;
 use crate::models::llm::Llm;
 use crate::models::ModelFolder;
@@ -25,33 +24,19 @@ pub const OBJECTIVE: &str = "sft";
 /// An SFT run.
 #[derive(Debug, Clone)]
 pub struct SftRun {
-    /// The InternVL-Chat folder to start from.
-    pub model: PathBuf,
-    /// Conversation JSON Lines.
-    pub data: PathBuf,
-    /// Folder the image paths are relative to (default: the data file's folder).
-    pub image_root: Option<PathBuf>,
-    /// Output folder: `metrics.jsonl`, `loss.png`, `last/` (and `checkpoint-N/`).
-    pub out_dir: PathBuf,
-    /// The recipe.
-    pub options: TrainOptions,
-    /// Continue from `out_dir/last`.
-    pub resume: bool,
+    /// Model (an InternVL-Chat folder; data: conversation JSON Lines), data, output folder, recipe, resume / stop / progress.
+    pub spec: RunSpec,
     /// Most tiles per image (default: the model's `max_dynamic_patch`).
     pub max_dynamic_patch: Option<u32>,
-    /// Draw a progress bar on stderr.
-    pub progress: bool,
-    /// Stop (after saving) once this many steps are done.
-    pub stop_after: Option<u64>,
 }
 
 /// Trains and returns the records of the steps run.
 pub fn train_sft(run: &SftRun) -> Result<Vec<StepRecord>> {
-    let start_from = start_folder(&run.model, &run.out_dir, run.resume)?;
+    let start_from = run.spec.start_folder()?;
     let folder = ModelFolder::open(&start_from)?;
     let params = Parameters::attach(
         folder.checkpoint(),
-        NamePatterns::parse(&run.options.trainable)?,
+        NamePatterns::parse(&run.spec.options.trainable)?,
     );
     let loaded = ChatVision::load(&folder, DType::F32, &Device::Cpu)
         .and_then(|v| Ok((v, Llm::load_chat(&folder, DType::F32, &Device::Cpu)?)));
@@ -65,30 +50,29 @@ pub fn train_sft(run: &SftRun) -> Result<Vec<StepRecord>> {
     if let Some(m) = run.max_dynamic_patch {
         config.max_dynamic_patch = m;
     }
-    let records: Vec<SftRecord> = read_jsonl(&run.data)?;
+    let records: Vec<SftRecord> = read_jsonl(&run.spec.data)?;
     if records.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "{} holds no samples",
-            run.data.display()
+            run.spec.data.display()
         )));
     }
-    let root = data_root(run.image_root.as_deref(), &run.data);
+    let root = run.spec.data_root();
     let depth = (vision.vision().config().num_hidden_layers, 0);
-    let mut trainer = Trainer::new(
-        OBJECTIVE,
-        params,
-        run.options.clone(),
-        depth,
-        &run.out_dir,
-        run.resume.then_some(start_from.as_path()),
-    )?;
+    let mut trainer = run.spec.trainer(OBJECTIVE, params, depth, &start_from)?;
     let parts = ChatParts {
         vision: &vision,
         llm: &llm,
         image_context_id,
     };
-    trainer.run(&folder, run.stop_after, run.progress, |step, micro| {
-        let indices = batch_indices(records.len(), run.options.seed, step, micro, &run.options);
+    run.spec.drive(&mut trainer, &folder, |step, micro| {
+        let indices = batch_indices(
+            records.len(),
+            run.spec.options.seed,
+            step,
+            micro,
+            &run.spec.options,
+        );
         let samples = indices
             .iter()
             .map(|&i| build_sample(&records[i], &root, &tokenizer, &config))

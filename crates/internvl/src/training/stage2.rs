@@ -23,7 +23,7 @@ use super::datasets::read_caption_jsonl;
 use super::losses::IGNORE_INDEX;
 use super::objectives::{stage2, Batch};
 use super::params::{NamePatterns, Parameters};
-use super::trainer::{batch_indices, data_root, start_folder, StepRecord, TrainOptions, Trainer};
+use super::trainer::{batch_indices, RunSpec, StepRecord};
 use crate::models::internvl_cg::InternVLCG;
 use crate::models::ModelFolder;
 use crate::processing::image::load_rgb;
@@ -42,41 +42,8 @@ pub const CAPTION_PREFIX: &str = "English caption:";
 pub const DEFAULT_TRAINABLE: &str =
     "query_tokens,logit_scale,clip_projector2.*,itm_head.*,qllama.model.layers.*.cross_attn.*";
 
-/// `process_single_caption`.
-pub fn process_caption(caption: &str, max_words: usize) -> String {
-    let replaced: String = caption
-        .to_lowercase()
-        .chars()
-        .map(|c| if ".!\"()*#:;~".contains(c) { ' ' } else { c })
-        .collect();
-    // `re.sub(r'\s{2,}', ' ')`: runs of two or more whitespace characters become one space.
-    let mut collapsed = String::with_capacity(replaced.len());
-    let chars: Vec<char> = replaced.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i].is_whitespace() {
-            let start = i;
-            while i < chars.len() && chars[i].is_whitespace() {
-                i += 1;
-            }
-            if i - start >= 2 {
-                collapsed.push(' ');
-            } else {
-                collapsed.push(chars[start]);
-            }
-        } else {
-            collapsed.push(chars[i]);
-            i += 1;
-        }
-    }
-    let trimmed = collapsed.trim_end_matches('\n').trim_matches(' ');
-    let words: Vec<&str> = trimmed.split(' ').collect();
-    if words.len() > max_words {
-        words[..max_words].join(" ")
-    } else {
-        trimmed.to_string()
-    }
-}
+/// `process_single_caption`: the same BLIP clean-up the evaluation readers apply.
+pub use crate::evaluation::retrieval_data::pre_caption as process_caption;
 
 /// The token rows of one sample (each `MAX_SEQ_LENGTH` long).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,33 +168,19 @@ pub fn trim_padding(mut tensors: HashMap<String, Tensor>) -> Result<HashMap<Stri
 /// A stage-2 training run.
 #[derive(Debug, Clone)]
 pub struct Stage2Run {
-    /// The InternVL-C/G folder to start from (usually stage 1's `last/`).
-    pub model: PathBuf,
-    /// Image-caption JSON Lines.
-    pub data: PathBuf,
-    /// Folder the image paths are relative to (default: the data file's folder).
-    pub image_root: Option<PathBuf>,
-    /// Output folder.
-    pub out_dir: PathBuf,
-    /// The recipe (`trainable` defaults to [`DEFAULT_TRAINABLE`] on the command line).
-    pub options: TrainOptions,
-    /// Continue from `out_dir/last`.
-    pub resume: bool,
+    /// Model (an InternVL-C/G folder, usually stage 1's `last/`; data: image-caption JSON Lines), data, output folder, recipe, resume / stop / progress.
+    pub spec: RunSpec,
     /// The release's BLIP-2 crop (RandomResizedCrop 0.5–1 + flip); else the plain resize.
     pub augment: bool,
-    /// Draw a progress bar.
-    pub progress: bool,
-    /// Stop (after saving) once this many steps are done.
-    pub stop_after: Option<u64>,
 }
 
 /// Trains and returns the records of the steps run.
 pub fn train_stage2(run: &Stage2Run) -> Result<Vec<StepRecord>> {
-    let start_from = start_folder(&run.model, &run.out_dir, run.resume)?;
+    let start_from = run.spec.start_folder()?;
     let folder = ModelFolder::open(&start_from)?;
     let params = Parameters::attach(
         folder.checkpoint(),
-        NamePatterns::parse(&run.options.trainable)?,
+        NamePatterns::parse(&run.spec.options.trainable)?,
     );
     let model = InternVLCG::load(&folder, DType::F32, &Device::Cpu);
     Parameters::detach(folder.checkpoint());
@@ -236,22 +189,15 @@ pub fn train_stage2(run: &Stage2Run) -> Result<Vec<StepRecord>> {
         model.vision().config().num_hidden_layers,
         model.qllama().config().num_hidden_layers,
     );
-    let mut trainer = Trainer::new(
-        OBJECTIVE,
-        params,
-        run.options.clone(),
-        depth,
-        &run.out_dir,
-        run.resume.then_some(start_from.as_path()),
-    )?;
-    let records = read_caption_jsonl(&run.data)?;
+    let mut trainer = run.spec.trainer(OBJECTIVE, params, depth, &start_from)?;
+    let records = read_caption_jsonl(&run.spec.data)?;
     if records.len() < 2 {
         return Err(Error::InvalidArgument(format!(
             "{} needs at least two samples (negatives come from other images)",
-            run.data.display()
+            run.spec.data.display()
         )));
     }
-    let root = data_root(run.image_root.as_deref(), &run.data);
+    let root = run.spec.data_root();
     let captions: Vec<String> = records
         .iter()
         .map(|r| process_caption(&r.caption, 50))
@@ -264,13 +210,19 @@ pub fn train_stage2(run: &Stage2Run) -> Result<Vec<StepRecord>> {
     }
     let tokenizer = Tokenizer::from_folder(folder.dir())?;
     let preprocessor = ImagePreprocessor::new(ImageTransform::Retrieval, model.image_size(), None)?;
-    trainer.run(&folder, run.stop_after, run.progress, |step, micro| {
-        let indices = batch_indices(records.len(), run.options.seed, step, micro, &run.options);
+    run.spec.drive(&mut trainer, &folder, |step, micro| {
+        let indices = batch_indices(
+            records.len(),
+            run.spec.options.seed,
+            step,
+            micro,
+            &run.spec.options,
+        );
         let mut texts = Vec::new();
         let mut pixels = Vec::new();
         for (slot, &i) in indices.iter().enumerate() {
             // The release draws the negative uniformly among samples of another image.
-            let seed = run.options.seed
+            let seed = run.spec.options.seed
                 ^ step.wrapping_mul(0x2545_F491_4F6C_DD1D)
                 ^ ((i as u64) << 20)
                 ^ slot as u64;

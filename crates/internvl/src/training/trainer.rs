@@ -410,28 +410,79 @@ impl Trainer {
     }
 }
 
-/// The model folder a run loads: `model`, or the run's `out_dir/last` checkpoint when resuming
-/// (an error when there is none).
-pub fn start_folder(model: &Path, out_dir: &Path, resume: bool) -> Result<PathBuf> {
-    if !resume {
-        return Ok(model.to_path_buf());
-    }
-    let last = out_dir.join("last");
-    if !last.join("trainer_state.json").is_file() {
-        return Err(Error::InvalidArgument(format!(
-            "nothing to resume: {} has no trainer_state.json",
-            last.display()
-        )));
-    }
-    Ok(last)
+/// What every training run takes (the objective-specific settings live beside it).
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The model folder to start from.
+    pub model: PathBuf,
+    /// The training data (JSON Lines).
+    pub data: PathBuf,
+    /// Folder the data's image paths are relative to (default: the data file's folder).
+    pub image_root: Option<PathBuf>,
+    /// Output folder: `metrics.jsonl`, `loss.png`, `last/` (and `checkpoint-N/`).
+    pub out_dir: PathBuf,
+    /// The recipe.
+    pub options: TrainOptions,
+    /// Continue from `out_dir/last`.
+    pub resume: bool,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Stop (after saving) once this many steps are done, to be resumed later.
+    pub stop_after: Option<u64>,
 }
 
-/// The folder a data file's image paths are relative to: `image_root`, else the file's folder.
-pub fn data_root(image_root: Option<&Path>, data: &Path) -> PathBuf {
-    image_root
-        .map(Path::to_path_buf)
-        .or_else(|| data.parent().map(Path::to_path_buf))
-        .unwrap_or_default()
+impl RunSpec {
+    /// The model folder to load: `model`, or `out_dir/last` when resuming (an error when
+    /// there is no checkpoint there).
+    pub fn start_folder(&self) -> Result<PathBuf> {
+        if !self.resume {
+            return Ok(self.model.clone());
+        }
+        let last = self.out_dir.join("last");
+        if !last.join("trainer_state.json").is_file() {
+            return Err(Error::InvalidArgument(format!(
+                "nothing to resume: {} has no trainer_state.json",
+                last.display()
+            )));
+        }
+        Ok(last)
+    }
+
+    /// The folder the data's image paths are relative to.
+    pub fn data_root(&self) -> PathBuf {
+        self.image_root
+            .clone()
+            .or_else(|| self.data.parent().map(Path::to_path_buf))
+            .unwrap_or_default()
+    }
+
+    /// A trainer for this run over `params` (resuming from `start` when the run resumes).
+    pub fn trainer(
+        &self,
+        objective: &str,
+        params: Parameters,
+        depth: (usize, usize),
+        start: &Path,
+    ) -> Result<Trainer> {
+        Trainer::new(
+            objective,
+            params,
+            self.options.clone(),
+            depth,
+            &self.out_dir,
+            self.resume.then_some(start),
+        )
+    }
+
+    /// [`Trainer::run`] with this run's stop and progress settings.
+    pub fn drive(
+        &self,
+        trainer: &mut Trainer,
+        source: &ModelFolder,
+        micro: impl FnMut(u64, usize) -> Result<MicroLoss>,
+    ) -> Result<Vec<StepRecord>> {
+        trainer.run(source, self.stop_after, self.progress, micro)
+    }
 }
 
 /// Writes `source`'s tensors (with the trained values of `params`) and its other files to

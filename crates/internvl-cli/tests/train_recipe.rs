@@ -1,6 +1,7 @@
 //! The training commands end to end: `train contrastive` and `train sft` on the fixtures
 //! (outputs, resume, errors), and a shortened toy reproduction on real registry assets
-//! (Fashion-MNIST + SmolLM2): prepare → init-cg → contrastive → `eval zeroshot`.
+//! (Fashion-MNIST + SmolLM2): prepare → init-cg → contrastive → `eval zeroshot` → probe →
+//! init-chat → sft → `eval chat-classify`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -320,5 +321,74 @@ fn shortened_toy_recipe_runs_end_to_end() {
         probe["test_accuracy"]
     );
     assert!(dir.join("probe/probe.safetensors").is_file());
+
+    // Stage 3: an InternVL-Chat around the stage-1 ViT and SmolLM2 (frozen), mlp1 trained.
+    let chat = dir.join("chat-init");
+    let (ok, _, stderr) = internvl(&[
+        "train",
+        "init-chat",
+        "--vision-from",
+        s(&stage1.join("last")),
+        "--llm-gguf",
+        s(&gguf),
+        "--out",
+        s(&chat),
+        "--system-message",
+        "Answer briefly.",
+    ]);
+    assert!(ok, "{stderr}");
+    let sft = dir.join("sft");
+    let (ok, stdout, stderr) = internvl(&[
+        "train",
+        "sft",
+        "--model",
+        s(&chat),
+        "--data",
+        s(&data.join("train_chat.jsonl")),
+        "--out",
+        s(&sft),
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-3",
+        "--trainable",
+        "mlp1.*",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    println!("toy stage 3 (3 steps): {}", doc["last"]);
+    // The LLM stays in the GGUF: the trained folder holds the ViT and mlp1 only.
+    let size = std::fs::metadata(sft.join("last/model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(size < 16 << 20, "{size} bytes");
+    let (ok, stdout, stderr) = internvl(&[
+        "eval",
+        "chat-classify",
+        "--model",
+        s(&sft.join("last")),
+        "--images",
+        s(&data.join("test")),
+        "--per-class",
+        "1",
+        "--max-new-tokens",
+        "6",
+        "--out",
+        s(&dir.join("chat-eval")),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let result: Value = serde_json::from_str(&stdout).unwrap();
+    println!(
+        "toy chat classification after 3 steps: {}",
+        result["metrics"]
+    );
+    assert_eq!(result["task"], "chat_classification");
+    let answers = std::fs::read_to_string(dir.join("chat-eval/answers.jsonl")).unwrap();
+    assert_eq!(answers.lines().count(), 10, "one image per class");
+    assert!(dir.join("chat-eval/confusion_matrix.png").is_file());
     std::fs::remove_dir_all(dir).ok();
 }

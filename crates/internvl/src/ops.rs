@@ -206,11 +206,14 @@ pub fn linear_few_rows(
         && x.device().is_cpu()
         && (1..=FEW_ROWS).contains(&rows)
         && !tracked(&[x, weight]);
+    let x2 = x.reshape((rows, width))?;
     let out = if fast_path {
-        let x2 = x.reshape((rows, width))?.contiguous()?;
-        x2.apply_op2_no_bwd(&weight.contiguous()?, &few_rows::FewRowsMatmul)?
+        x2.contiguous()?
+            .apply_op2_no_bwd(&weight.contiguous()?, &few_rows::FewRowsMatmul)?
+    } else if tracked(&[x, weight]) && x.dtype() == DType::F32 && x.device().is_cpu() {
+        training_matmul(&x2, weight)?
     } else {
-        x.reshape((rows, width))?.matmul(&weight.t()?)?
+        x2.matmul(&weight.t()?)?
     };
     let out = match bias {
         Some(b) => out.broadcast_add(b)?,
@@ -219,6 +222,148 @@ pub fn linear_few_rows(
     let mut out_dims = dims;
     *out_dims.last_mut().expect("x has a last dimension") = weight.dim(0)?;
     out.reshape(out_dims)
+}
+
+/// `x · weightᵀ` in a training forward, differentiated only towards what trains: candle's matmul
+/// backward computes both operand gradients, so a frozen weight would cost a weight-sized
+/// gradient (memory and a GEMM) per use, and frozen input activations an activation-sized one.
+fn training_matmul(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    let op = training_matmul::Matmul {
+        input_grad: x.track_op(),
+        weight_grad: weight.track_op(),
+    };
+    x.contiguous()?.apply_op2(&weight.contiguous()?, op)
+}
+
+/// The op of [`training_matmul`].
+mod training_matmul {
+    use candle_core::{CpuStorage, Layout, Shape, Tensor};
+
+    pub struct Matmul {
+        pub input_grad: bool,
+        pub weight_grad: bool,
+    }
+
+    impl candle_core::CustomOp2 for Matmul {
+        fn name(&self) -> &'static str {
+            "training-matmul"
+        }
+
+        fn cpu_fwd(
+            &self,
+            xs: &CpuStorage,
+            xs_layout: &Layout,
+            w: &CpuStorage,
+            w_layout: &Layout,
+        ) -> candle_core::Result<(CpuStorage, Shape)> {
+            let (CpuStorage::F32(xs), CpuStorage::F32(w)) = (xs, w) else {
+                candle_core::bail!("training matmul expects f32");
+            };
+            let (Some((xa, xb)), Some((wa, wb))) = (
+                xs_layout.contiguous_offsets(),
+                w_layout.contiguous_offsets(),
+            ) else {
+                candle_core::bail!("training matmul expects contiguous inputs");
+            };
+            let (xs, w) = (&xs[xa..xb], &w[wa..wb]);
+            let (m, c) = xs_layout.shape().dims2()?;
+            let (k, wc) = w_layout.shape().dims2()?;
+            if c != wc {
+                candle_core::bail!("training matmul: x is [{m}, {c}], weight is [{k}, {wc}]");
+            }
+            let mut out = vec![0f32; m * k];
+            // SAFETY: every slice holds exactly the elements the strides below address:
+            // out [m, k] row-major, xs [m, c] row-major, w [k, c] row-major read as wᵀ [c, k].
+            unsafe {
+                gemm::gemm(
+                    m,
+                    k,
+                    c,
+                    out.as_mut_ptr(),
+                    1,
+                    k as isize,
+                    false,
+                    xs.as_ptr(),
+                    1,
+                    c as isize,
+                    w.as_ptr(),
+                    c as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                );
+            }
+            Ok((CpuStorage::F32(out), Shape::from_dims(&[m, k])))
+        }
+
+        fn bwd(
+            &self,
+            x: &Tensor,
+            w: &Tensor,
+            _res: &Tensor,
+            grad: &Tensor,
+        ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+            let x_grad = self.input_grad.then(|| grad.matmul(w)).transpose()?;
+            let w_grad = self.weight_grad.then(|| grad.t()?.matmul(x)).transpose()?;
+            Ok((x_grad, w_grad))
+        }
+    }
+}
+
+/// A linear layer (`weight [out, in]`, optional `bias [out]`) applied through
+/// [`linear_few_rows`]: the decode fast path when nothing trains, and gradients only towards
+/// trainable operands in a training forward.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A layer from its weight `[out, in]` and optional bias `[out]`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// The weight `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias `[out]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+}
+
+impl candle_core::Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        linear_few_rows(x, &self.weight, self.bias.as_ref())
+    }
+}
+
+/// A [`Linear`] with bias loaded from `vb` (`weight`, `bias`).
+pub fn linear_layer(
+    input: usize,
+    output: usize,
+    vb: candle_nn::VarBuilder,
+) -> candle_core::Result<Linear> {
+    let weight = vb.get((output, input), "weight")?;
+    let bias = vb.get(output, "bias")?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
+/// A [`Linear`] without bias loaded from `vb` (`weight`).
+pub fn linear_layer_no_bias(
+    input: usize,
+    output: usize,
+    vb: candle_nn::VarBuilder,
+) -> candle_core::Result<Linear> {
+    Ok(Linear::new(vb.get((output, input), "weight")?, None))
 }
 
 /// The kernel of [`linear_few_rows`].
@@ -745,6 +890,84 @@ mod fast {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// The training matmul's values and gradients equal candle's matmul, and an operand that
+    /// does not train gets no gradient at all (no weight-sized buffer for a frozen weight).
+    #[test]
+    fn training_linear_differentiates_only_what_trains() {
+        let dev = Device::Cpu;
+        let x0 = Tensor::randn(0f32, 1.0, (3, 40, 24), &dev).unwrap();
+        let w0 = Tensor::randn(0f32, 1.0, (17, 24), &dev).unwrap();
+        let b0 = Tensor::randn(0f32, 1.0, 17, &dev).unwrap();
+        let upstream = Tensor::randn(0f32, 1.0, (3, 40, 17), &dev).unwrap();
+        for (x_trains, w_trains) in [(true, false), (false, true), (true, true)] {
+            let xv = candle_core::Var::from_tensor(&x0).unwrap();
+            let wv = candle_core::Var::from_tensor(&w0).unwrap();
+            // A tracked input that is not itself a variable: the output of an op on a variable.
+            let leaf_x = if x_trains {
+                xv.as_tensor().clone()
+            } else {
+                x0.clone()
+            };
+            let leaf_w = if w_trains {
+                wv.as_tensor().clone()
+            } else {
+                w0.clone()
+            };
+            let x = (&leaf_x * 1.0).unwrap();
+            let got = linear_few_rows(&x, &leaf_w, Some(&b0)).unwrap();
+            let wt = leaf_w.t().unwrap();
+            let want = x
+                .reshape((120, 24))
+                .unwrap()
+                .matmul(&wt)
+                .unwrap()
+                .broadcast_add(&b0)
+                .unwrap()
+                .reshape((3, 40, 17))
+                .unwrap();
+            assert!(max_abs_diff(&got, &want) < 1e-4);
+            let grads = (&got * &upstream)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let reference = (&want * &upstream)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (trains, leaf) in [(x_trains, &leaf_x), (w_trains, &leaf_w)] {
+                match (trains, grads.get(leaf)) {
+                    (true, Some(g)) => {
+                        let r = reference.get(leaf).unwrap();
+                        assert!(max_abs_diff(g, r) < 1e-3, "gradient differs");
+                    }
+                    (false, None) => {}
+                    (trains, g) => panic!("trains {trains}, gradient present {}", g.is_some()),
+                }
+            }
+            if x_trains && !w_trains {
+                // candle's own matmul computes and keeps the frozen weight's gradient.
+                assert!(reference.get(&wt).is_some());
+            }
+        }
+    }
 
     #[test]
     fn few_rows_linear_equals_matmul() {

@@ -11,9 +11,12 @@ mod common;
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 use internvl::models::llm::generate::{self, GreedyOptions};
-use internvl::models::llm::{Llm, LlmFamily};
+use internvl::models::llm::{KvCache, Llm, LlmFamily};
+use internvl::models::ModelFolder;
+use internvl::processing::tokenizer::{Tokenizer, INTERNVL_CHAT_TOKENS};
+use internvl::training::init::{init_internvl_chat, ChatInitSpec};
 use serde_json::Value;
 
 fn gguf_path() -> PathBuf {
@@ -30,8 +33,8 @@ fn ids(value: &Value) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn smollm2_gguf_answers_the_capital_of_france() {
+/// Whether the GGUF is there; without it the test fails under CI and is skipped otherwise.
+fn have_gguf() -> bool {
     let path = gguf_path();
     if !path.is_file() {
         let how = format!(
@@ -41,8 +44,17 @@ fn smollm2_gguf_answers_the_capital_of_france() {
         );
         assert!(std::env::var_os("CI").is_none(), "{how}");
         eprintln!("skipping the SmolLM2 test: {how}");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn smollm2_gguf_answers_the_capital_of_france() {
+    if !have_gguf() {
         return;
     }
+    let path = gguf_path();
     let chat: Value = serde_json::from_str(
         &std::fs::read_to_string(common::fixture("smollm2").join("chat.json")).unwrap(),
     )
@@ -150,4 +162,104 @@ fn check_left_padded_batch(
             reference.tokens[0].as_slice()
         );
     }
+}
+
+/// `init_internvl_chat` around the GGUF: the folder's language model is the GGUF's (same logits
+/// on a text prompt), the release's nine tokens follow the vocabulary with the mean embedding
+/// row, the ViT is the source folder's, and only the new weights are stored.
+#[test]
+fn chat_folder_around_the_gguf_keeps_its_llm_and_adds_the_image_tokens() {
+    if !have_gguf() {
+        return;
+    }
+    let gguf = gguf_path();
+    let out = std::env::temp_dir().join(format!("internvl-chat-gguf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let vision_from = common::fixture("train_sft/model");
+    let spec = ChatInitSpec {
+        system_message: Some("Answer briefly.".into()),
+        ..ChatInitSpec::default()
+    };
+    init_internvl_chat(&vision_from, &gguf, &spec, &out).unwrap();
+    let size = std::fs::metadata(out.join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        size < 4 << 20,
+        "only the ViT and mlp1 are stored, got {size} bytes"
+    );
+
+    let folder = ModelFolder::open(&out).unwrap();
+    let chat_llm = Llm::load_chat(&folder, DType::F32, &Device::Cpu).unwrap();
+    let base = Llm::load_gguf(&gguf, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(chat_llm.vocab_size(), 49152 + INTERNVL_CHAT_TOKENS.len());
+
+    let chat: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("smollm2").join("chat.json")).unwrap(),
+    )
+    .unwrap();
+    let prompt = ids(&chat["prompt_ids"]);
+    let logits = |llm: &Llm| {
+        let input = Tensor::new(prompt.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let positions = Tensor::arange(0i64, prompt.len() as i64, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let embeds = llm.embed(&input).unwrap();
+        llm.forward(&embeds, &positions, None, &mut KvCache::new())
+            .unwrap()
+    };
+    let (ours, theirs) = (logits(&chat_llm), logits(&base));
+    let shared = ours.narrow(D::Minus1, 0, 49152).unwrap();
+    let diff = common::rel_diff(&shared, &theirs);
+    println!("chat folder LLM vs the GGUF LLM: max|diff|/max|ref| = {diff:.2e}");
+    assert!(diff <= 1e-6, "{diff}");
+
+    // The added rows are the mean embedding row (tied head: also the mean output row).
+    let all = Tensor::arange(0u32, 49152, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let mean = base.embed(&all).unwrap().mean_keepdim(1).unwrap();
+    let added = Tensor::arange(49152u32, 49161, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let rows = chat_llm.embed(&added).unwrap();
+    let diff = common::rel_diff(&rows, &mean.broadcast_as(rows.shape()).unwrap());
+    assert!(diff <= 1e-6, "added rows vs the mean row: {diff}");
+
+    let tokenizer = Tokenizer::from_folder(&out).unwrap();
+    for (k, token) in INTERNVL_CHAT_TOKENS.iter().enumerate() {
+        assert_eq!(
+            tokenizer.token_to_id(token),
+            Some(49152 + k as u32),
+            "{token}"
+        );
+    }
+    assert_eq!(
+        tokenizer
+            .encode("<img><IMG_CONTEXT></img>", false, false)
+            .unwrap(),
+        vec![49152, 49154, 49153]
+    );
+
+    let source = ModelFolder::open(&vision_from).unwrap();
+    let name = "vision_model.encoder.layers.0.attn.qkv.weight";
+    let copied = folder.checkpoint().tensor(name, &Device::Cpu).unwrap();
+    let original = source.checkpoint().tensor(name, &Device::Cpu).unwrap();
+    assert_eq!(
+        common::rel_diff(
+            &copied.to_dtype(DType::F32).unwrap(),
+            &original.to_dtype(DType::F32).unwrap()
+        ),
+        0.0
+    );
+    let config = folder.config();
+    assert_eq!(config["system_message"], "Answer briefly.");
+    assert_eq!(config["template"], "internvl2_5");
+    std::fs::remove_dir_all(&out).ok();
 }

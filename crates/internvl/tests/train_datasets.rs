@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use internvl::training::datasets::{
-    class_folder_name, fill_template, image_folder, image_folder_classes, prepare_fashion_mnist,
-    read_caption_jsonl, read_idx_images, read_idx_labels, CaptionRecord, PrepareOptions,
-    CAPTION_TEMPLATES, FASHION_MNIST_CLASSES,
+    chat_answer, class_folder_name, fill_template, image_folder, image_folder_classes,
+    prepare_fashion_mnist, read_caption_jsonl, read_idx_images, read_idx_labels, CaptionRecord,
+    PrepareOptions, CAPTION_TEMPLATES, CHAT_QUESTION, FASHION_MNIST_CLASSES,
 };
 use serde_json::Value;
 
@@ -270,6 +270,25 @@ fn prepare_writes_layout_pngs_captions_and_classes() {
     assert_eq!(test_lines[0]["image"], "test/9_ankle_boot/00000.png");
     let pngs = |split: &str| image_folder(&out.join(split)).unwrap().len();
     assert_eq!((pngs("train"), pngs("test")), (20, 7));
+
+    // The same images as SFT conversations, read back by the SFT loader.
+    assert_eq!(done.train.chat_jsonl, out.join("train_chat.jsonl"));
+    let chats = jsonl_values(&done.train.chat_jsonl);
+    assert_eq!(chats.len(), 20);
+    for (i, (chat, caption)) in chats.iter().zip(&lines).enumerate() {
+        assert_eq!(chat["image"], caption["image"]);
+        assert_eq!(chat["id"], i);
+        let turns = chat["conversations"].as_array().unwrap();
+        assert_eq!(turns[0]["from"], "human");
+        assert_eq!(turns[0]["value"], format!("<image>\n{CHAT_QUESTION}"));
+        assert_eq!(turns[1]["from"], "gpt");
+        let class = caption["class"].as_str().unwrap();
+        assert_eq!(turns[1]["value"], chat_answer(class));
+    }
+    assert_eq!(chat_answer("ankle boot"), "An ankle boot.");
+    assert_eq!(chat_answer("t-shirt"), "A t-shirt.");
+    let records = internvl::training::sft_data::read_jsonl(&done.test.chat_jsonl).unwrap();
+    assert_eq!(records.len(), 7);
 
     // The caption reader reads the written files back.
     let records = read_caption_jsonl(&done.train.captions_jsonl).unwrap();

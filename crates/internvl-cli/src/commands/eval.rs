@@ -1,5 +1,6 @@
-//! `internvl eval zeroshot | retrieval | caption`: the evaluation harness. Each run writes
-//! `results.json`, `results.md` (and `confusion_matrix.png` / `captions.json`) to `--out`.
+//! `internvl eval zeroshot | retrieval | caption | chat-classify`: the evaluation harness. Each
+//! run writes `results.json`, `results.md` (and `confusion_matrix.png` / `captions.json` /
+//! `answers.jsonl`) to `--out`.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,42 @@ enum Task {
     Retrieval(RetrievalArgs),
     /// Captioning: BLEU-1..4 and CIDEr-D as pycocoevalcap computes them.
     Caption(CaptionArgs),
+    /// Classification by a chat model: ask about each image, score the class its answer names.
+    ChatClassify(ChatClassifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ChatClassifyArgs {
+    #[command(flatten)]
+    model: super::ModelArgs,
+    /// An image folder with one sub-folder per class.
+    #[arg(long)]
+    images: PathBuf,
+    /// clip_benchmark-style class-name JSON (default: the folder names, `_` as spaces, without
+    /// a leading `<digits>_`).
+    #[arg(long)]
+    classnames: Option<PathBuf>,
+    /// Key in the class-name JSON.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// The question asked about every image.
+    #[arg(long, default_value = "What is in this image?")]
+    question: String,
+    /// Only the first N images of each class (sorted file order).
+    #[arg(long)]
+    per_class: Option<usize>,
+    /// Most tokens per answer.
+    #[arg(long, default_value_t = 16)]
+    max_new_tokens: usize,
+    /// Folder for results.json, results.md, answers.jsonl and confusion_matrix.png.
+    #[arg(long, default_value = "eval-results")]
+    out: PathBuf,
+    /// Name of the dataset in the report (default: the image folder's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Print the results as one JSON document instead of the Markdown table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options every evaluation takes.
@@ -115,6 +152,7 @@ pub fn run(args: Args) -> Result<()> {
         Task::Zeroshot(a) => zeroshot(a),
         Task::Retrieval(a) => retrieval(a),
         Task::Caption(a) => caption(a),
+        Task::ChatClassify(a) => chat_classify(a),
     }
 }
 
@@ -261,5 +299,81 @@ fn caption(a: CaptionArgs) -> Result<()> {
     let path = r.common.out.join("captions.json");
     std::fs::write(&path, serde_json::to_string_pretty(&listing)?)
         .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn chat_classify(a: ChatClassifyArgs) -> Result<()> {
+    use internvl::tasks::chat::ChatModel;
+    let mut set = ZeroShotDataset::from_image_folder(&a.images)?;
+    if let Some(n) = a.per_class {
+        let mut seen = vec![0usize; set.class_names.len()];
+        set.samples.retain(|(_, class)| {
+            seen[*class] += 1;
+            seen[*class] <= n
+        });
+    }
+    let names = match &a.classnames {
+        Some(p) => {
+            let names = read_json_list(p, a.dataset.as_deref(), "imagenet1k")?;
+            if names.len() != set.class_names.len() {
+                bail!(
+                    "{} lists {} class names but {} has {} class folders",
+                    p.display(),
+                    names.len(),
+                    a.images.display(),
+                    set.class_names.len()
+                );
+            }
+            names
+        }
+        None => set
+            .class_names
+            .iter()
+            .map(|n| n.trim_start_matches(|c: char| c.is_ascii_digit()))
+            .map(|n| n.strip_prefix('_').unwrap_or(n).replace('_', " "))
+            .collect(),
+    };
+    let folder = a.model.folder()?;
+    let model = ChatModel::open(&folder, None, None, a.model.dtype()?, &a.model.device())?;
+    let run = evaluate::chat_classification(&model, &set, &names, &a.question, a.max_new_tokens)?;
+    let name = a.name.clone().unwrap_or_else(|| {
+        a.images
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| a.images.display().to_string())
+    });
+    let result = evaluate::chat_classification_result(&a.model.model, &name, &run);
+    let out_file = |file: &str| a.out.join(file);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    result.save_json(out_file("results.json"))?;
+    let table = markdown_table(std::slice::from_ref(&result));
+    std::fs::write(out_file("results.md"), &table)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let mut lines = String::new();
+    for (image, truth, answer, named) in &run.answers {
+        let line = json!({
+            "image": image,
+            "class": names[*truth],
+            "answer": answer,
+            "named": named.map(|c| names[c].as_str()),
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(out_file("answers.jsonl"), lines)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let mut labels = names.clone();
+    labels.push("(none)".into());
+    save_confusion_matrix_png(
+        &run.metrics.confusion,
+        &labels,
+        out_file("confusion_matrix.png"),
+    )?;
+    if a.json {
+        println!("{}", result.to_json());
+    } else {
+        print!("{table}");
+    }
+    eprintln!("results in {}", a.out.display());
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! * `internvl train stage2`: stage 2 (InternVL-G ITC + ITM + ITG) on image-caption JSON Lines;
 //! * `internvl train sft`: stage 3 (InternVL-Chat) on conversation JSON Lines;
 //! * `internvl train probe`: linear / attention-pooling probing on frozen InternViT features;
-//! * `internvl train init-cg` / `prepare-fashion-mnist`: the toy reproduction's model and data.
+//! * `internvl train init-cg` / `init-chat` / `prepare-fashion-mnist`: the toy reproduction's
+//!   models and data.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -43,6 +44,8 @@ enum Command {
     Probe(ProbeArgs),
     /// Create a fresh InternVL-C/G: small InternViT from scratch, QLLaMA from a llama GGUF.
     InitCg(InitArgs),
+    /// Create a fresh InternVL-Chat: a trained InternViT, a new mlp1 and a GGUF LLM.
+    InitChat(InitChatArgs),
     /// Fashion-MNIST (scripts/fetch_fashion_mnist.sh) as image folders + caption JSON Lines.
     PrepareFashionMnist(PrepareArgs),
 }
@@ -208,6 +211,34 @@ pub struct InitArgs {
     #[arg(long)]
     qllama_layers: Option<usize>,
     /// Initialisation seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Arguments of `internvl train init-chat`.
+#[derive(Debug, clap::Args)]
+pub struct InitChatArgs {
+    /// A model folder whose InternViT is taken (e.g. a stage-1 InternVL-C).
+    #[arg(long)]
+    vision_from: PathBuf,
+    /// A llama-architecture GGUF (e.g. SmolLM2-135M-Instruct) as the language model, kept by
+    /// reference (`llm_gguf` in config.json).
+    #[arg(long)]
+    llm_gguf: PathBuf,
+    /// Output model folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Conversation template.
+    #[arg(long, default_value = "internvl2_5")]
+    template: String,
+    /// System message (default: the template's).
+    #[arg(long)]
+    system_message: Option<String>,
+    /// Pad token (default: the GGUF's). The release's SFT hides pad ids from attention, so it
+    /// must not be the turn separator (SmolLM2's pad is `<|im_end|>`: use `<|endoftext|>`).
+    #[arg(long)]
+    pad_token: Option<String>,
+    /// Seed of mlp1's initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -387,6 +418,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Sft(args) => sft(args),
         Command::Probe(args) => probe(args),
         Command::InitCg(args) => init_cg(args),
+        Command::InitChat(args) => init_chat(args),
         Command::PrepareFashionMnist(args) => prepare_fashion_mnist(args),
     }
 }
@@ -550,6 +582,19 @@ fn init_cg(args: InitArgs) -> Result<()> {
     };
     init_internvl_cg(&args.qllama_gguf, &spec, &args.out)?;
     eprintln!("new InternVL-C/G in {}", args.out.display());
+    Ok(())
+}
+
+fn init_chat(args: InitChatArgs) -> Result<()> {
+    use internvl::training::init::{init_internvl_chat, ChatInitSpec};
+    let spec = ChatInitSpec {
+        template: args.template,
+        system_message: args.system_message,
+        pad_token: args.pad_token,
+        seed: args.seed,
+    };
+    init_internvl_chat(&args.vision_from, &args.llm_gguf, &spec, &args.out)?;
+    eprintln!("new InternVL-Chat in {}", args.out.display());
     Ok(())
 }
 

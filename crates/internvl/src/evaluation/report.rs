@@ -97,6 +97,8 @@ pub enum EvalTask {
     ZeroShotRetrieval,
     /// Image captioning.
     Captioning,
+    /// Classification by asking a chat model about each image (the class its answer names).
+    ChatClassification,
 }
 
 /// The result of evaluating one model on one dataset.

@@ -90,6 +90,13 @@ impl ModelFolder {
                 .map(|n| n as usize);
             add_qllama_base(&mut checkpoint, &dir.join(gguf), layers)?;
         }
+        if let Some(gguf) = config.get(LLM_GGUF_KEY).and_then(Value::as_str) {
+            let vocab = config
+                .pointer("/llm_config/vocab_size")
+                .and_then(Value::as_u64)
+                .map(|n| n as usize);
+            add_llm_base(&mut checkpoint, &dir.join(gguf), vocab)?;
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             kind,
@@ -217,6 +224,67 @@ fn add_qllama_base(
     }
     checkpoint.add_base(renamed)?;
     Ok(())
+}
+
+/// `config.json` key (an internvl-rs extension) naming a GGUF LLM, relative to the folder, whose
+/// weights are the InternVL-Chat `language_model` wherever the safetensors files lack them (a
+/// chat model trained around a frozen released LLM ships only the vision side and `mlp1`). The
+/// folder's tokenizer is the GGUF's with the release's image tokens added
+/// ([`crate::processing::tokenizer::INTERNVL_CHAT_TOKENS`]).
+pub const LLM_GGUF_KEY: &str = "llm_gguf";
+
+/// Adds the GGUF's tensors as `language_model.<transformers name>` base weights. With `vocab`
+/// larger than the GGUF's vocabulary, the embedding (and an untied output matrix) get the
+/// missing rows as the mean of the existing ones: `internvl_chat_finetune.py` resizes the
+/// embeddings for the added tokens and sets the new output rows to the mean (tied embeddings,
+/// as SmolLM2's, make that the input rows too).
+fn add_llm_base(
+    checkpoint: &mut std::sync::Arc<Checkpoint>,
+    gguf: &Path,
+    vocab: Option<usize>,
+) -> Result<()> {
+    let (_, tensors) = crate::models::llm::gguf::read_tensors(
+        gguf,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )?;
+    let mut renamed = std::collections::HashMap::new();
+    for (name, tensor) in tensors {
+        let tensor = match (name.as_str(), vocab) {
+            ("model.embed_tokens.weight" | "lm_head.weight", Some(rows)) => {
+                with_mean_rows(tensor, rows).map_err(|reason| Error::Config {
+                    path: gguf.to_path_buf(),
+                    reason: format!("{name}: {reason}"),
+                })?
+            }
+            _ => tensor,
+        };
+        renamed.insert(format!("language_model.{name}"), tensor);
+    }
+    checkpoint.add_base(renamed)?;
+    Ok(())
+}
+
+/// `matrix` `[V, C]` grown to `[rows, C]` with copies of its mean row.
+fn with_mean_rows(
+    matrix: candle_core::Tensor,
+    rows: usize,
+) -> std::result::Result<candle_core::Tensor, String> {
+    let have = matrix.dim(0).map_err(|e| e.to_string())?;
+    if rows < have {
+        return Err(format!(
+            "llm_config.vocab_size {rows} is smaller than the GGUF's vocabulary ({have} rows)"
+        ));
+    }
+    if rows == have {
+        return Ok(matrix);
+    }
+    let grown = || -> candle_core::Result<candle_core::Tensor> {
+        let mean = matrix.mean_keepdim(0)?;
+        let extra = mean.broadcast_as((rows - have, matrix.dim(1)?))?;
+        candle_core::Tensor::cat(&[&matrix, &extra.contiguous()?], 0)
+    };
+    grown().map_err(|e| e.to_string())
 }
 
 fn detect_kind(config: &Value) -> std::result::Result<ModelKind, String> {

@@ -6,7 +6,9 @@
 //! size), so any input size works, square or not, multiple of the patch size or not.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::Linear;
 use serde::{Deserialize, Deserializer};
 
 use crate::ops::bicubic_resize_chw;
@@ -311,9 +313,9 @@ impl Attention {
     fn load(cfg: &InternVisionConfig, vb: VarBuilder) -> Result<Self> {
         let c = cfg.hidden_size;
         let qkv = if cfg.qkv_bias {
-            candle_nn::linear(c, 3 * c, vb.pp("qkv"))?
+            crate::ops::linear_layer(c, 3 * c, vb.pp("qkv"))?
         } else {
-            candle_nn::linear_no_bias(c, 3 * c, vb.pp("qkv"))?
+            crate::ops::linear_layer_no_bias(c, 3 * c, vb.pp("qkv"))?
         };
         let (q_norm, k_norm) = if cfg.qk_normalization {
             // Always RMSNorm, even when the blocks use LayerNorm.
@@ -328,7 +330,7 @@ impl Attention {
             qkv,
             q_norm,
             k_norm,
-            proj: candle_nn::linear(c, c, vb.pp("proj"))?,
+            proj: crate::ops::linear_layer(c, c, vb.pp("proj"))?,
             num_heads: cfg.num_attention_heads,
             scale: (cfg.head_dim() as f64).powf(-0.5),
         })
@@ -359,8 +361,8 @@ struct Mlp {
 impl Mlp {
     fn load(cfg: &InternVisionConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            fc1: candle_nn::linear(cfg.hidden_size, cfg.intermediate_size, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(cfg.intermediate_size, cfg.hidden_size, vb.pp("fc2"))?,
+            fc1: crate::ops::linear_layer(cfg.hidden_size, cfg.intermediate_size, vb.pp("fc1"))?,
+            fc2: crate::ops::linear_layer(cfg.intermediate_size, cfg.hidden_size, vb.pp("fc2"))?,
         })
     }
 }

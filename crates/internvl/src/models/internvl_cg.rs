@@ -2,7 +2,9 @@
 //! InternVL-C (contrastive) and InternVL-G (generative). Spec: shared/spec/qllama_internvl_cg.md.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::Linear;
 use serde::Deserialize;
 
 use crate::models::folder::{ModelFolder, ModelKind};
@@ -103,7 +105,7 @@ impl AttentionPooling {
             q: qkv("q")?,
             k: qkv("k")?,
             v: qkv("v")?,
-            proj: candle_nn::linear(dim, out, attn.pp("proj"))?,
+            proj: crate::ops::linear_layer(dim, out, attn.pp("proj"))?,
             heads,
         })
     }
@@ -241,7 +243,7 @@ impl InternVLCG {
             )?,
             text_projection: vb.get((q.hidden_size, e), "text_projection")?,
             logit_scale: vb.get((), "logit_scale")?,
-            itm_head: candle_nn::linear(q.hidden_size, 2, vb.pp("itm_head"))?,
+            itm_head: crate::ops::linear_layer(q.hidden_size, 2, vb.pp("itm_head"))?,
             vision,
             config: config.clone(),
         })

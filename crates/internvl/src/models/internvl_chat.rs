@@ -3,7 +3,9 @@
 //! are in [`crate::models::llm`]. Spec: shared/spec/internvl_chat.md §2–§4.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::Linear;
 use serde::Deserialize;
 
 use crate::models::folder::{ModelFolder, ModelKind};
@@ -99,8 +101,8 @@ impl Projector {
     pub fn load(input: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             norm: LayerNorm32::load(input, 1e-5, vb.pp("0"))?,
-            fc1: candle_nn::linear(input, hidden, vb.pp("1"))?,
-            fc2: candle_nn::linear(hidden, hidden, vb.pp("3"))?,
+            fc1: crate::ops::linear_layer(input, hidden, vb.pp("1"))?,
+            fc2: crate::ops::linear_layer(hidden, hidden, vb.pp("3"))?,
         })
     }
 }

@@ -6,7 +6,9 @@
 //! `model.layers.{i}.cross_attn.*`, `model.norm`, `lm_head`).
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
+
+use crate::ops::Linear;
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -238,10 +240,10 @@ impl SelfAttention {
         let (c, d) = (cfg.hidden_size, cfg.head_dim());
         let kv = cfg.kv_heads() * d;
         Ok(Self {
-            q_proj: candle_nn::linear_no_bias(c, c, vb.pp("q_proj"))?,
-            k_proj: candle_nn::linear_no_bias(c, kv, vb.pp("k_proj"))?,
-            v_proj: candle_nn::linear_no_bias(c, kv, vb.pp("v_proj"))?,
-            o_proj: candle_nn::linear_no_bias(c, c, vb.pp("o_proj"))?,
+            q_proj: crate::ops::linear_layer_no_bias(c, c, vb.pp("q_proj"))?,
+            k_proj: crate::ops::linear_layer_no_bias(c, kv, vb.pp("k_proj"))?,
+            v_proj: crate::ops::linear_layer_no_bias(c, kv, vb.pp("v_proj"))?,
+            o_proj: crate::ops::linear_layer_no_bias(c, c, vb.pp("o_proj"))?,
             heads: cfg.num_attention_heads,
             kv_heads: cfg.kv_heads(),
             scale: (d as f64).powf(-0.5),
@@ -305,10 +307,10 @@ impl CrossAttention {
             norm1: RmsNorm::load(c, cfg.rms_norm_eps, vb.pp("norm1"))?,
             // The release hard-codes 3200 (InternViT-6B) here; the ViT width is the general form.
             norm2: RmsNorm::load(vision_width, cfg.rms_norm_eps, vb.pp("norm2"))?,
-            q_proj: candle_nn::linear_no_bias(c, c, vb.pp("q_proj"))?,
-            k_proj: candle_nn::linear_no_bias(vision_width, c, vb.pp("k_proj"))?,
-            v_proj: candle_nn::linear_no_bias(vision_width, c, vb.pp("v_proj"))?,
-            o_proj: candle_nn::linear_no_bias(c, c, vb.pp("o_proj"))?,
+            q_proj: crate::ops::linear_layer_no_bias(c, c, vb.pp("q_proj"))?,
+            k_proj: crate::ops::linear_layer_no_bias(vision_width, c, vb.pp("k_proj"))?,
+            v_proj: crate::ops::linear_layer_no_bias(vision_width, c, vb.pp("v_proj"))?,
+            o_proj: crate::ops::linear_layer_no_bias(c, c, vb.pp("o_proj"))?,
             heads: cfg.num_attention_heads,
             scale: (cfg.head_dim() as f64).powf(-0.5),
         })
@@ -339,9 +341,9 @@ impl Mlp {
     fn load(cfg: &QLlamaConfig, vb: VarBuilder) -> Result<Self> {
         let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate_proj: candle_nn::linear_no_bias(c, i, vb.pp("gate_proj"))?,
-            up_proj: candle_nn::linear_no_bias(c, i, vb.pp("up_proj"))?,
-            down_proj: candle_nn::linear_no_bias(i, c, vb.pp("down_proj"))?,
+            gate_proj: crate::ops::linear_layer_no_bias(c, i, vb.pp("gate_proj"))?,
+            up_proj: crate::ops::linear_layer_no_bias(c, i, vb.pp("up_proj"))?,
+            down_proj: crate::ops::linear_layer_no_bias(i, c, vb.pp("down_proj"))?,
         })
     }
 }

@@ -261,3 +261,140 @@ pub fn captioning(
         generated,
     ))
 }
+
+/// Which class an answer names: the class whose name occurs in it (case-insensitive, between
+/// non-alphanumeric characters), the longest name winning where names overlap ("t-shirt" over
+/// "shirt"); `None` when it names none.
+pub fn named_class(answer: &str, class_names: &[String]) -> Option<usize> {
+    let answer = answer.to_lowercase();
+    let mut order: Vec<usize> = (0..class_names.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(class_names[i].len()));
+    let mut masked = answer.clone();
+    for i in order {
+        let name = class_names[i].to_lowercase();
+        if name.is_empty() {
+            continue;
+        }
+        let mut start = 0;
+        while let Some(at) = masked[start..].find(&name) {
+            let (begin, end) = (start + at, start + at + name.len());
+            let alnum = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+            if !alnum(masked[..begin].chars().next_back()) && !alnum(masked[end..].chars().next()) {
+                return Some(i);
+            }
+            start = end;
+        }
+        // Blank this name out so that a shorter one inside it ("shirt" in "t-shirt") cannot
+        // match there.
+        masked = masked.replace(&name, &" ".repeat(name.len()));
+    }
+    None
+}
+
+/// The answers of a [`chat_classification`] run and their score.
+#[derive(Debug, Clone)]
+pub struct ChatClassification {
+    /// Accuracy (answers naming the true class, and no other first), mean per-class recall and
+    /// the confusion matrix; its last class is "no class named".
+    pub metrics: ClassificationMetrics,
+    /// (image, true class, answer, named class) per sample.
+    pub answers: Vec<(PathBuf, usize, String, Option<usize>)>,
+}
+
+/// Asks `model` `question` about every image of `dataset` (greedy answers of at most
+/// `max_new_tokens` tokens) and scores the class each answer names ([`named_class`] over
+/// `class_names`) against the truth.
+///
+/// Fails when an image cannot be read or generation fails (naming the image).
+pub fn chat_classification(
+    model: &crate::tasks::chat::ChatModel,
+    dataset: &ZeroShotDataset,
+    class_names: &[String],
+    question: &str,
+    max_new_tokens: usize,
+) -> Result<ChatClassification> {
+    let options = crate::tasks::chat::GenerationOptions {
+        max_new_tokens,
+        ..Default::default()
+    };
+    let none = class_names.len();
+    let mut confusion = crate::evaluation::ConfusionMatrix::new(none + 1);
+    let mut answers = Vec::with_capacity(dataset.samples.len());
+    let bar = progress(dataset.samples.len(), "chat");
+    for (path, truth) in &dataset.samples {
+        let named = || -> Result<(String, Option<usize>)> {
+            let images = model.prepare_images(std::slice::from_ref(path), None)?;
+            let tiles: Vec<usize> = images
+                .as_ref()
+                .map(|i| i.num_patches_list.clone())
+                .unwrap_or_default();
+            let (_, ids) = model.prompt_ids(question, None, &tiles)?;
+            let generation = model.generate(&ids, images.as_ref(), &options, &mut |_| {})?;
+            let class = named_class(&generation.text, class_names);
+            Ok((generation.text, class))
+        };
+        let (text, class) =
+            named().map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+        confusion.add(*truth, class.unwrap_or(none));
+        answers.push((path.clone(), *truth, text, class));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let correct = answers.iter().filter(|(_, t, _, c)| *c == Some(*t)).count();
+    let total = answers.len().max(1) as f64;
+    let recalls: Vec<f64> = confusion
+        .per_class_recall()
+        .into_iter()
+        .take(none)
+        .flatten()
+        .collect();
+    let mean_recall = recalls.iter().sum::<f64>() / recalls.len().max(1) as f64;
+    Ok(ChatClassification {
+        metrics: ClassificationMetrics {
+            top1: correct as f64 / total,
+            top5: f64::NAN,
+            mean_per_class_recall: mean_recall,
+            confusion,
+        },
+        answers,
+    })
+}
+
+/// The [`EvalResult`] of a [`chat_classification`] run: `acc1` and `mean_per_class_recall`.
+pub fn chat_classification_result(
+    model: &str,
+    dataset: &str,
+    run: &ChatClassification,
+) -> EvalResult {
+    let mut metrics = crate::evaluation::Metrics::new();
+    metrics.push("acc1", run.metrics.top1);
+    metrics.push("mean_per_class_recall", run.metrics.mean_per_class_recall);
+    EvalResult {
+        model: model.to_string(),
+        dataset: dataset.to_string(),
+        task: EvalTask::ChatClassification,
+        num_samples: run.answers.len(),
+        metrics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named_class;
+
+    #[test]
+    fn answers_name_the_longest_matching_class() {
+        let names: Vec<String> = ["t-shirt", "shirt", "ankle boot", "bag"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(named_class("A t-shirt.", &names), Some(0));
+        assert_eq!(named_class("A shirt.", &names), Some(1));
+        assert_eq!(named_class("An Ankle boot.", &names), Some(2));
+        assert_eq!(named_class("A handbag.", &names), None);
+        assert_eq!(named_class("bags", &names), None);
+        assert_eq!(named_class("xt-shirt", &names), None);
+        assert_eq!(named_class("It is a bag", &names), Some(3));
+        assert_eq!(named_class("", &names), None);
+    }
+}

@@ -231,7 +231,7 @@ fn text_features(
     model.text_features(&caption_ids(tokenizer, captions)?)
 }
 
-/// EOS states of a locked text tower, computed once per distinct caption.
+/// EOS states of a locked text tower, computed once per distinct caption (alone).
 fn cached_text_features(
     model: &InternVLCG,
     tokenizer: &InternVlCgTextTokenizer,
@@ -246,11 +246,12 @@ fn cached_text_features(
             .filter(|c| !cache.contains_key(*c) && seen.insert(*c))
             .collect()
     };
-    if !missing.is_empty() {
-        let features = text_features(model, tokenizer, &missing)?.detach();
-        for (i, caption) in missing.iter().enumerate() {
-            cache.insert(caption.to_string(), features.get(i)?);
-        }
+    // One caption at a time: a caption's features must not depend on which captions share
+    // its batch (kernels and padding change the rounding), or a resumed run, which fills the
+    // cache in another order, would not equal an uninterrupted one.
+    for caption in missing {
+        let features = text_features(model, tokenizer, &[caption])?.detach();
+        cache.insert(caption.to_string(), features.get(0)?);
     }
     let rows: Vec<Tensor> = captions.iter().map(|c| cache[*c].clone()).collect();
     Ok(Tensor::stack(&rows, 0)?)

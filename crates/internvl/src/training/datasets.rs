@@ -57,6 +57,19 @@ pub const CAPTION_TEMPLATES: [&str; 7] = [
     "a product photo of a {c}.",
 ];
 
+/// The question of the chat data (`<split>_chat.jsonl`) and of the toy chat evaluation.
+pub const CHAT_QUESTION: &str = "What is in this image?";
+
+/// The answer of the chat data to [`CHAT_QUESTION`]: "A sneaker.", "An ankle boot.".
+pub fn chat_answer(class: &str) -> String {
+    let text = fill_template("a {c}.", class);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
 /// The IDX magic of an unsigned-byte 3-d array (images).
 const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
 /// The IDX magic of an unsigned-byte 1-d array (labels).
@@ -64,7 +77,7 @@ const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
 /// The first two bytes of a gzip stream.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Version of the output layout recorded in `done.json`: a layout change invalidates old output.
-const LAYOUT_VERSION: u64 = 1;
+const LAYOUT_VERSION: u64 = 2;
 /// Mixed into the seed of the test split so that its captions are not the train split's.
 const TEST_SEED_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -96,6 +109,8 @@ pub struct PreparedSplit {
     pub images_dir: PathBuf,
     /// The caption JSON Lines: `out_dir/<split>.jsonl`.
     pub captions_jsonl: PathBuf,
+    /// The conversation JSON Lines (the release's SFT format): `out_dir/<split>_chat.jsonl`.
+    pub chat_jsonl: PathBuf,
     /// Images written.
     pub count: usize,
 }
@@ -398,7 +413,28 @@ fn write_split(
     }
     let path = out_dir.join(format!("{split}.jsonl"));
     std::fs::write(&path, jsonl).map_err(io_error(&path))?;
+    write_chat_jsonl(out_dir, split, &relative, &data.labels)?;
     Ok(data.images.len())
+}
+
+/// `<split>_chat.jsonl`: one conversation per image in the release's SFT format, the human
+/// turn `<image>\n` + [`CHAT_QUESTION`], the gpt turn [`chat_answer`].
+fn write_chat_jsonl(out_dir: &Path, split: &str, images: &[String], labels: &[u8]) -> Result<()> {
+    let mut jsonl = String::new();
+    for (id, (image, &label)) in images.iter().zip(labels).enumerate() {
+        let line = serde_json::json!({
+            "id": id,
+            "image": image,
+            "conversations": [
+                {"from": "human", "value": format!("<image>\n{CHAT_QUESTION}")},
+                {"from": "gpt", "value": chat_answer(FASHION_MNIST_CLASSES[label as usize])},
+            ],
+        });
+        jsonl.push_str(&line.to_string());
+        jsonl.push('\n');
+    }
+    let path = out_dir.join(format!("{split}_chat.jsonl"));
+    std::fs::write(&path, jsonl).map_err(io_error(&path))
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {
@@ -410,6 +446,7 @@ fn prepared(out_dir: &Path, train: usize, test: usize) -> PreparedDataset {
     let split = |name: &str, count| PreparedSplit {
         images_dir: out_dir.join(name),
         captions_jsonl: out_dir.join(format!("{name}.jsonl")),
+        chat_jsonl: out_dir.join(format!("{name}_chat.jsonl")),
         count,
     };
     PreparedDataset {
@@ -432,7 +469,7 @@ fn completed(out_dir: &Path, options: &PrepareOptions) -> Option<PreparedDataset
     let done = prepared(out_dir, train, test);
     let files_there = [&done.train, &done.test]
         .iter()
-        .all(|s| s.images_dir.is_dir() && s.captions_jsonl.is_file())
+        .all(|s| s.images_dir.is_dir() && s.captions_jsonl.is_file() && s.chat_jsonl.is_file())
         && done.classes_json.is_file();
     (same && files_there).then_some(done)
 }
@@ -445,6 +482,8 @@ fn completed(out_dir: &Path, options: &PrepareOptions) -> Option<PreparedDataset
 ///   image folder for probing and zero-shot evaluation;
 /// * `{train,test}.jsonl`: `{"image", "caption", "label", "class"}` per image (paths relative
 ///   to `out_dir`, captions drawn from [`CAPTION_TEMPLATES`] with `options.seed`);
+/// * `{train,test}_chat.jsonl`: the same images as SFT conversations ([`CHAT_QUESTION`] →
+///   [`chat_answer`]);
 /// * `classes.json`: `{"classes": [...], "templates": [...]}` for zero-shot classification;
 /// * `done.json`: the completion marker. A second call with the same options returns at once;
 ///   other options rewrite the output (earlier class folders are replaced).

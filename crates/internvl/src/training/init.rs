@@ -240,6 +240,177 @@ pub fn relative_path(target: &Path, from_dir: &Path) -> Result<String> {
     Ok(rel.to_string_lossy().into_owned())
 }
 
+/// What [`init_internvl_chat`] builds around a trained ViT and a GGUF LLM.
+#[derive(Debug, Clone)]
+pub struct ChatInitSpec {
+    /// The conversation template (`config.json` `template`).
+    pub template: String,
+    /// The system message (`config.json` `system_message`, an internvl-rs extension that both
+    /// `internvl chat` and the SFT loader honour); `None`: the template's own.
+    pub system_message: Option<String>,
+    /// The pad token (written to the folder's `tokenizer_config.json`); `None`: the GGUF's.
+    /// The release's SFT masks every pad-token id out of attention and positions, so a pad
+    /// token that is also the turn separator (SmolLM2's `<|im_end|>`) would hide every turn end
+    /// during training but not when chatting.
+    pub pad_token: Option<String>,
+    /// Seed of `mlp1`'s initialisation.
+    pub seed: u64,
+}
+
+impl Default for ChatInitSpec {
+    fn default() -> Self {
+        Self {
+            template: "internvl2_5".into(),
+            system_message: None,
+            pad_token: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Writes a fresh InternVL-Chat folder to `out`: the InternViT of `vision_from` (any InternVL
+/// folder, e.g. a stage-1 InternVL-C; its `vision_model.*` weights are copied), a new `mlp1`
+/// (LayerNorm 1/0, linears with PyTorch's default U(±1/√fan_in)), and the LLM of `gguf` kept by
+/// reference (`llm_gguf`) with the release's nine added tokens (`llm_config.vocab_size` = the
+/// GGUF's vocabulary + 9; their embedding rows are the mean row, see `models::folder`). One tile
+/// per image (`dynamic_image_size` false), pixel shuffle v2, the last ViT layer.
+///
+/// Fails when the vision folder cannot be read, its tile grid does not shuffle evenly, the GGUF
+/// is not a llama-architecture LLM, the template is unknown, or `out` cannot be written.
+pub fn init_internvl_chat(
+    vision_from: &Path,
+    gguf: &Path,
+    spec: &ChatInitSpec,
+    out: &Path,
+) -> Result<()> {
+    crate::processing::templates::ChatTemplate::by_name(&spec.template)?;
+    let vision = crate::models::folder::ModelFolder::open(vision_from)?;
+    let vision_config = vision
+        .config()
+        .get("vision_config")
+        .cloned()
+        .unwrap_or_else(|| vision.config().clone());
+    let (llm, _) = read_tensors(gguf, DType::F32, &Device::Cpu)?;
+    let vc = vision.vision_config();
+    let grid = vc.image_size / vc.patch_size;
+    // Pixel shuffle at the releases' ratio 0.5: 2x2 ViT tokens become one LLM token.
+    let scale = 2;
+    if !grid.is_multiple_of(scale) {
+        return Err(Error::InvalidArgument(format!(
+            "pixel shuffle needs an even patch grid; the ViT of {} has {grid}x{grid}",
+            vision_from.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|source| Error::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let mut tensors = HashMap::new();
+    let prefix = format!("{}.", vision.kind().vision_prefix());
+    for name in vision.checkpoint().names() {
+        if let Some(rest) = name.strip_prefix(&prefix) {
+            let tensor = vision.checkpoint().tensor(&name, &Device::Cpu)?;
+            tensors.insert(format!("vision_model.{rest}"), tensor.to_dtype(DType::F32)?);
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
+    let width = vc.hidden_size * scale * scale;
+    let hidden = llm.hidden_size;
+    tensors.insert(
+        "mlp1.0.weight".into(),
+        Tensor::ones(width, DType::F32, &Device::Cpu)?,
+    );
+    tensors.insert(
+        "mlp1.0.bias".into(),
+        Tensor::zeros(width, DType::F32, &Device::Cpu)?,
+    );
+    for (index, fan_in) in [(1, width), (3, hidden)] {
+        let weight = torch_default_uniform(&[hidden, fan_in], fan_in, &mut rng)?;
+        let bias = torch_default_uniform(&[hidden], fan_in, &mut rng)?;
+        tensors.insert(format!("mlp1.{index}.weight"), weight);
+        tensors.insert(format!("mlp1.{index}.bias"), bias);
+    }
+    candle_core::safetensors::save(&tensors, out.join("model.safetensors"))?;
+    let added = crate::processing::tokenizer::INTERNVL_CHAT_TOKENS.len();
+    let mut config = json!({
+        "architectures": ["InternVLChatModel"],
+        "model_type": "internvl_chat",
+        "template": spec.template,
+        "select_layer": -1,
+        "downsample_ratio": 0.5,
+        "ps_version": "v2",
+        "force_image_size": vc.image_size,
+        "dynamic_image_size": false,
+        "use_thumbnail": false,
+        "min_dynamic_patch": 1,
+        "max_dynamic_patch": 1,
+        "llm_gguf": relative_path(gguf, out)?,
+        "vision_config": vision_config,
+        "llm_config": {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": llm.hidden_size,
+            "intermediate_size": llm.intermediate_size,
+            "num_hidden_layers": llm.num_hidden_layers,
+            "num_attention_heads": llm.num_attention_heads,
+            "num_key_value_heads": llm.num_key_value_heads,
+            "vocab_size": llm.vocab_size + added,
+            "rms_norm_eps": llm.rms_norm_eps,
+            "rope_theta": llm.rope_theta,
+            "max_position_embeddings": llm.max_position_embeddings,
+            "tie_word_embeddings": llm.tie_word_embeddings,
+            "hidden_act": "silu",
+            "bos_token_id": llm.bos_token_id,
+            "eos_token_id": llm.eos_token_ids.first(),
+            "pad_token_id": llm.pad_token_id,
+        },
+    });
+    if let Some(message) = &spec.system_message {
+        config["system_message"] = json!(message);
+    }
+    let write = |name: &str, value: &Value| {
+        let text = serde_json::to_string_pretty(value).expect("json");
+        std::fs::write(out.join(name), text).map_err(|source| Error::Io {
+            path: out.join(name),
+            source,
+        })
+    };
+    write("config.json", &config)?;
+    if let Some(pad) = &spec.pad_token {
+        write("tokenizer_config.json", &json!({ "pad_token": pad }))?;
+    }
+    warn_if_pad_separates_turns(out, &spec.template)
+}
+
+/// Checks the folder's tokenizer and warns when its pad token is the template's separator.
+fn warn_if_pad_separates_turns(dir: &Path, template: &str) -> Result<()> {
+    let tokenizer = crate::processing::tokenizer::Tokenizer::from_folder(dir)?;
+    let chat = crate::processing::templates::ChatTemplate::by_name(template)?;
+    let pad = tokenizer.pad_id().and_then(|id| tokenizer.id_to_token(id));
+    if let Some(pad) = pad.filter(|p| !p.is_empty() && chat.sep.starts_with(p.as_str())) {
+        tracing::warn!(
+            "the pad token {pad:?} is also the separator of template {template}: the release's \
+             SFT masks pad ids out of attention, so turn ends would be invisible in training \
+             (choose another pad token)"
+        );
+    }
+    Ok(())
+}
+
+/// PyTorch's default `nn.Linear` initialisation: U(−1/√fan_in, 1/√fan_in).
+fn torch_default_uniform(
+    shape: &[usize],
+    fan_in: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<Tensor> {
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    let count: usize = shape.iter().product();
+    let values: Vec<f32> = (0..count)
+        .map(|_| rng.random_range(-bound..bound))
+        .collect();
+    Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
+}
+
 /// Removes `.` and resolves `..` lexically.
 fn normalise(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();

@@ -102,6 +102,8 @@ pub struct SftDataConfig {
     pub use_thumbnail: bool,
     /// `tokenizer.model_max_length`: sequences are truncated to this many tokens.
     pub max_seq_length: usize,
+    /// The folder's `system_message` (an internvl-rs extension), replacing the template's.
+    pub system_message: Option<String>,
 }
 
 impl SftDataConfig {
@@ -149,6 +151,7 @@ impl SftDataConfig {
             max_dynamic_patch: count("max_dynamic_patch", 12),
             use_thumbnail: flag("use_thumbnail"),
             max_seq_length: DEFAULT_MAX_SEQ_LENGTH,
+            system_message: config["system_message"].as_str().map(str::to_string),
         })
     }
 }
@@ -339,8 +342,9 @@ fn build_sample_inner(
             .map(|t| t.len() * config.num_image_token)
             .collect()
     };
-    let (input_ids, labels) = tokenize_conversation(
+    let (input_ids, labels) = tokenize_conversation_with(
         &config.template,
+        config.system_message.as_deref(),
         &conversations,
         &tokens_per_image,
         tokenizer,
@@ -577,8 +581,32 @@ pub fn tokenize_conversation(
     tokenizer: &Tokenizer,
     max_seq_length: usize,
 ) -> Result<(Vec<u32>, Vec<i64>)> {
+    tokenize_conversation_with(
+        template,
+        None,
+        conversations,
+        num_image_token_per_image,
+        tokenizer,
+        max_seq_length,
+    )
+}
+
+/// [`tokenize_conversation`] with the template's default system message replaced by
+/// `system_message` (a model folder's `system_message`, so that a model is trained with the
+/// system prompt it is asked with); a leading `system` turn still wins for `internvl2_5`.
+///
+/// Fails as [`tokenize_conversation`] does.
+pub fn tokenize_conversation_with(
+    template: &str,
+    system_message: Option<&str>,
+    conversations: &[(String, String)],
+    num_image_token_per_image: &[usize],
+    tokenizer: &Tokenizer,
+    max_seq_length: usize,
+) -> Result<(Vec<u32>, Vec<i64>)> {
     let masking = Masking::for_template(template)?;
     let chat = ChatTemplate::by_name(template)?;
+    let system = system_message.unwrap_or(chat.system_message);
     let encoder = Encoder {
         tokenizer,
         add_bos: tokenizer.add_bos_token(),
@@ -586,6 +614,7 @@ pub fn tokenize_conversation(
     if masking == Masking::InternVl25 {
         return internvl2_5(
             chat,
+            system,
             conversations,
             num_image_token_per_image,
             &encoder,
@@ -593,7 +622,7 @@ pub fn tokenize_conversation(
         );
     }
     let pad = pad_id(tokenizer)?;
-    let prompt = render_prompt(chat, conversations, masking == Masking::InternLm)?;
+    let prompt = render_prompt(chat, system, conversations, masking == Masking::InternLm)?;
     let prompt = expand_in_prompt(&prompt, num_image_token_per_image)?;
     let mut input_ids = encoder.ids(&prompt)?;
     input_ids.truncate(max_seq_length);
@@ -634,6 +663,7 @@ fn py_strip(text: &str) -> &str {
 /// alternation; `strip` for `preprocess_internlm`'s stripped messages.
 fn render_prompt(
     chat: &ChatTemplate,
+    system: &str,
     conversations: &[(String, String)],
     strip: bool,
 ) -> Result<String> {
@@ -671,7 +701,7 @@ fn render_prompt(
         });
     }
     let messages: Vec<Option<&str>> = messages.into_iter().map(Some).collect();
-    Ok(chat.render(chat.system_message, &messages))
+    Ok(chat.render(system, &messages))
 }
 
 /// The `<image>` placeholders of a whole prompt replaced one by one, left to right.
@@ -801,6 +831,7 @@ fn mask_internlm(
 /// their role header and final `\n`, then truncation.
 fn internvl2_5(
     chat: &ChatTemplate,
+    default_system: &str,
     conversations: &[(String, String)],
     tokens_per_image: &[usize],
     enc: &Encoder,
@@ -808,7 +839,7 @@ fn internvl2_5(
 ) -> Result<(Vec<u32>, Vec<i64>)> {
     let (system, turns) = match conversations.split_first() {
         Some(((from, value), rest)) if from == "system" => (value.as_str(), rest),
-        _ => (chat.system_message, conversations),
+        _ => (default_system, conversations),
     };
     let turns = expand_in_human_turns(turns, tokens_per_image)?;
     let mut chunks = vec![(false, chat.system_prompt(system) + chat.sep)];

@@ -498,7 +498,8 @@ pub fn save_release_model(source: &ModelFolder, params: &Parameters, dir: &Path)
     for name in checkpoint.names() {
         let tensor = match trained.get(&name) {
             Some(var) => var.as_tensor().detach(),
-            // Untrained base weights stay in the file the config names (`qllama_gguf`).
+            // Untrained base weights stay in the file the config names (`qllama_gguf`,
+            // `llm_gguf`).
             None if checkpoint.is_base(&name) => continue,
             None => checkpoint.tensor(&name, &Device::Cpu)?,
         };
@@ -536,7 +537,7 @@ fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Copies `config.json`, re-pointing a relative `qllama_gguf` from the new folder.
+/// Copies `config.json`, re-pointing a relative `qllama_gguf` / `llm_gguf` from the new folder.
 fn copy_config(path: &Path, to: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
@@ -546,10 +547,14 @@ fn copy_config(path: &Path, to: &Path) -> Result<()> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let key = crate::models::folder::QLLAMA_GGUF_KEY;
-    if let Some(gguf) = config.get(key).and_then(|v| v.as_str()) {
-        let from = path.parent().unwrap_or(Path::new(".")).join(gguf);
-        config[key] = serde_json::Value::String(super::init::relative_path(&from, to)?);
+    for key in [
+        crate::models::folder::QLLAMA_GGUF_KEY,
+        crate::models::folder::LLM_GGUF_KEY,
+    ] {
+        if let Some(gguf) = config.get(key).and_then(|v| v.as_str()) {
+            let from = path.parent().unwrap_or(Path::new(".")).join(gguf);
+            config[key] = serde_json::Value::String(super::init::relative_path(&from, to)?);
+        }
     }
     write_json(&to.join("config.json"), &config)
 }

@@ -15,7 +15,9 @@
 //! later short prompt is rotated with them); here they last for the generation that needed them.
 
 use candle_core::Tensor;
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::Linear;
 
 use super::config::{
     linear_or_dynamic, CommonFields, FamilyNumerics, Fields, LlmConfig, LlmFamily,

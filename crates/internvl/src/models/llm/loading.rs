@@ -1,7 +1,9 @@
 //! Helpers the family loaders share: plain and fused projections, embedding/head tying.
 
 use candle_core::Tensor;
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::Linear;
 
 use super::config::LlmConfig;
 use super::transformer::{DecoderLayer, DecoderWeights, RmsNorm};

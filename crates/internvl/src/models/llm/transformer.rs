@@ -5,7 +5,9 @@
 //! Family files only map their released tensor names and fused layouts onto [`DecoderLayer`].
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::ops::Linear;
 
 use super::config::LlmConfig;
 use super::rope::{self, Rope};

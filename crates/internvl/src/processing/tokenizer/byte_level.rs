@@ -414,6 +414,21 @@ impl ByteLevelBpeTokenizer {
         self.pad_id
     }
 
+    /// Makes `content` (a token of the vocabulary or an added token) the pad token.
+    ///
+    /// Fails with [`Error::Tokenizer`] when no token has that text.
+    pub fn set_pad_token(&mut self, content: &str) -> Result<()> {
+        let id = self.token_to_id(content).ok_or_else(|| {
+            Error::tokenizer(
+                "pad_token",
+                format!("{content:?} is not a token of the vocabulary"),
+            )
+        })?;
+        self.pad_id = Some(id);
+        self.special_ids.insert(id);
+        Ok(())
+    }
+
     /// `len(tokenizer)`: BPE tokens and added tokens, each text counted once.
     pub fn vocab_size(&self) -> usize {
         self.len

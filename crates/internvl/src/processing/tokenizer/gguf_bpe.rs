@@ -204,6 +204,17 @@ impl ByteLevelBpeTokenizer {
     /// tokens or merges, a merge of tokens outside the vocabulary, a special-token id outside
     /// it.
     pub fn from_gguf_metadata(values: &HashMap<String, Value>, origin: &str) -> Result<Self> {
+        Self::from_gguf_metadata_with(values, origin, &[])
+    }
+
+    /// [`ByteLevelBpeTokenizer::from_gguf_metadata`] with `added` appended as special tokens
+    /// (new ids after the vocabulary, in order, unless the vocabulary already has them), as
+    /// transformers' `tokenizer.add_tokens(added, special_tokens=True)` does.
+    pub fn from_gguf_metadata_with(
+        values: &HashMap<String, Value>,
+        origin: &str,
+        added: &[&str],
+    ) -> Result<Self> {
         let meta = Metadata { values, origin };
         let model = meta.model()?;
         if model != "gpt2" {
@@ -267,7 +278,10 @@ impl ByteLevelBpeTokenizer {
             .map(serde_json::from_value::<NormalizerWrapper>)
             .transpose()
             .map_err(|e| meta.fail(PRE_KEY, e))?;
-        let settings = gguf_settings(&meta, &tokens, &kinds, pre)?;
+        let mut settings = gguf_settings(&meta, &tokens, &kinds, pre)?;
+        settings
+            .additional_special_tokens
+            .extend(added.iter().map(|t| TokenSpec::plain(t)));
         let mut tokenizer = Self::new(
             Box::new(bpe),
             normalizer,

@@ -78,12 +78,35 @@ fn gguf_files(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// The GGUF that a model folder's `config.json` names as QLLaMA's base weights
-/// (`qllama_gguf`, see `models::folder`): its tokenizer is the model's.
-fn qllama_gguf(dir: &Path) -> Option<std::path::PathBuf> {
+/// (`qllama_gguf` / `llm_gguf`, see `models::folder`): its tokenizer is the model's.
+fn referenced_gguf(dir: &Path, key: &str) -> Option<std::path::PathBuf> {
     let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
     let config: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some(dir.join(config.get("qllama_gguf")?.as_str()?))
+    Some(dir.join(config.get(key)?.as_str()?))
 }
+
+/// The `pad_token` of a folder's `tokenizer_config.json` (a string), when there is one: a folder
+/// around a GGUF LLM may name another pad token than the GGUF's (see
+/// `training::init::init_internvl_chat`).
+fn configured_pad_token(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(config.get("pad_token")?.as_str()?.to_string())
+}
+
+/// The tokens `internvl_chat_finetune.py` adds to an LLM's tokenizer (`token_list`, in order):
+/// an InternVL-Chat folder built around a GGUF LLM (`llm_gguf`) has them after the vocabulary.
+pub const INTERNVL_CHAT_TOKENS: [&str; 9] = [
+    "<img>",
+    "</img>",
+    "<IMG_CONTEXT>",
+    "<quad>",
+    "</quad>",
+    "<ref>",
+    "</ref>",
+    "<box>",
+    "</box>",
+];
 
 /// The `tokenizer_class` of a folder's `tokenizer_config.json`, when it can be read.
 fn declared_class(dir: &Path) -> Option<String> {
@@ -117,7 +140,17 @@ impl Tokenizer {
         if let [gguf] = gguf_files(dir).as_slice() {
             return Self::from_gguf(gguf);
         }
-        if let Some(gguf) = qllama_gguf(dir) {
+        if let Some(gguf) = referenced_gguf(dir, "llm_gguf") {
+            let mut tokenizer = Self::from_gguf_with(gguf, &INTERNVL_CHAT_TOKENS)?;
+            if let Some(pad) = configured_pad_token(dir) {
+                // Tokens can only be added to byte-level vocabularies (from_gguf_with).
+                if let Self::ByteLevelBpe(t) = &mut tokenizer {
+                    t.set_pad_token(&pad)?;
+                }
+            }
+            return Ok(tokenizer);
+        }
+        if let Some(gguf) = referenced_gguf(dir, "qllama_gguf") {
             return Self::from_gguf(gguf);
         }
         Err(Error::tokenizer(
@@ -151,6 +184,35 @@ impl Tokenizer {
                 format!(
                     "tokenizer model {other:?} is not supported (only \"llama\": SentencePiece, \
                      and \"gpt2\": byte-level BPE)"
+                ),
+            )),
+        }
+    }
+
+    /// [`Tokenizer::from_gguf`] with `added` appended as special tokens (new ids after the
+    /// vocabulary, in order), as transformers' `add_tokens(added, special_tokens=True)`.
+    ///
+    /// Fails as [`Tokenizer::from_gguf`] does, and for a SentencePiece (`"llama"`) vocabulary
+    /// when `added` is not empty (not supported).
+    pub fn from_gguf_with(path: impl AsRef<Path>, added: &[&str]) -> Result<Self> {
+        if added.is_empty() {
+            return Self::from_gguf(path);
+        }
+        let (metadata, origin) = gguf::read_metadata(path.as_ref())?;
+        let meta = gguf::Metadata {
+            values: &metadata,
+            origin: &origin,
+        };
+        match meta.model()? {
+            "gpt2" => Ok(Self::ByteLevelBpe(
+                ByteLevelBpeTokenizer::from_gguf_metadata_with(&metadata, &origin, added)?,
+            )),
+            other => Err(meta.fail(
+                gguf::MODEL_KEY,
+                format!(
+                    "adding tokens ({}) is supported for byte-level BPE (\"gpt2\") vocabularies \
+                     only, not {other:?}",
+                    added.join(" ")
                 ),
             )),
         }

@@ -1,7 +1,7 @@
 //! The training commands end to end: `train contrastive` and `train sft` on the fixtures
 //! (outputs, resume, errors), and a shortened toy reproduction on real registry assets
 //! (Fashion-MNIST + SmolLM2): prepare → init-cg → contrastive → `eval zeroshot` → probe →
-//! init-chat → sft → `eval chat-classify`.
+//! stage2 → `eval caption` → init-chat → sft → `eval chat-classify`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -321,6 +321,54 @@ fn shortened_toy_recipe_runs_end_to_end() {
         probe["test_accuracy"]
     );
     assert!(dir.join("probe/probe.safetensors").is_file());
+
+    // Stage 2: one step of the generative objective, then captions of two test images.
+    let stage2 = dir.join("stage2");
+    let (ok, stdout, stderr) = internvl(&[
+        "train",
+        "stage2",
+        "--model",
+        s(&stage1.join("last")),
+        "--data",
+        s(&data.join("train.jsonl")),
+        "--out",
+        s(&stage2),
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    for part in ["itc", "itm", "itg"] {
+        assert!(doc["last"]["components"][part]
+            .as_f64()
+            .unwrap()
+            .is_finite());
+    }
+    let (ok, stdout, stderr) = internvl(&[
+        "eval",
+        "caption",
+        "--model",
+        s(&stage2.join("last")),
+        "--data",
+        s(&data.join("test_captions.json")),
+        "--limit",
+        "2",
+        "--num-beams",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--min-new-tokens",
+        "1",
+        "--out",
+        s(&dir.join("caption-eval")),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let result: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(result["num_samples"], 2);
 
     // Stage 3: an InternVL-Chat around the stage-1 ViT and SmolLM2 (frozen), mlp1 trained.
     let chat = dir.join("chat-init");

@@ -224,6 +224,36 @@ pub fn linear_few_rows(
     out.reshape(out_dims)
 }
 
+/// A linear kernel's operands as f32 slices, `x [M, C]` and `weight [K, C]`, and `(M, C, K)`.
+type LinearOperands<'a> = (&'a [f32], &'a [f32], (usize, usize, usize));
+
+/// The f32 slices and sizes `(M, C, K)` of a linear kernel's operands `x [M, C]` and
+/// `weight [K, C]`, or an error naming `kernel` for another dtype, layout or shape.
+fn linear_operands<'a>(
+    kernel: &str,
+    xs: &'a candle_core::CpuStorage,
+    xs_layout: &candle_core::Layout,
+    w: &'a candle_core::CpuStorage,
+    w_layout: &candle_core::Layout,
+) -> candle_core::Result<LinearOperands<'a>> {
+    use candle_core::CpuStorage;
+    let (CpuStorage::F32(xs), CpuStorage::F32(w)) = (xs, w) else {
+        candle_core::bail!("{kernel} expects f32");
+    };
+    let (Some((xa, xb)), Some((wa, wb))) = (
+        xs_layout.contiguous_offsets(),
+        w_layout.contiguous_offsets(),
+    ) else {
+        candle_core::bail!("{kernel} expects contiguous inputs");
+    };
+    let (m, c) = xs_layout.shape().dims2()?;
+    let (k, wc) = w_layout.shape().dims2()?;
+    if c != wc {
+        candle_core::bail!("{kernel}: x is [{m}, {c}], weight is [{k}, {wc}]");
+    }
+    Ok((&xs[xa..xb], &w[wa..wb], (m, c, k)))
+}
+
 /// `x · weightᵀ` in a training forward, differentiated only towards what trains: candle's matmul
 /// backward computes both operand gradients, so a frozen weight would cost a weight-sized
 /// gradient (memory and a GEMM) per use, and frozen input activations an activation-sized one.
@@ -256,21 +286,8 @@ mod training_matmul {
             w: &CpuStorage,
             w_layout: &Layout,
         ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let (CpuStorage::F32(xs), CpuStorage::F32(w)) = (xs, w) else {
-                candle_core::bail!("training matmul expects f32");
-            };
-            let (Some((xa, xb)), Some((wa, wb))) = (
-                xs_layout.contiguous_offsets(),
-                w_layout.contiguous_offsets(),
-            ) else {
-                candle_core::bail!("training matmul expects contiguous inputs");
-            };
-            let (xs, w) = (&xs[xa..xb], &w[wa..wb]);
-            let (m, c) = xs_layout.shape().dims2()?;
-            let (k, wc) = w_layout.shape().dims2()?;
-            if c != wc {
-                candle_core::bail!("training matmul: x is [{m}, {c}], weight is [{k}, {wc}]");
-            }
+            let (xs, w, (m, c, k)) =
+                super::linear_operands("training matmul", xs, xs_layout, w, w_layout)?;
             let mut out = vec![0f32; m * k];
             // SAFETY: every slice holds exactly the elements the strides below address:
             // out [m, k] row-major, xs [m, c] row-major, w [k, c] row-major read as wᵀ [c, k].
@@ -307,8 +324,17 @@ mod training_matmul {
             _res: &Tensor,
             grad: &Tensor,
         ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-            let x_grad = self.input_grad.then(|| grad.matmul(w)).transpose()?;
-            let w_grad = self.weight_grad.then(|| grad.t()?.matmul(x)).transpose()?;
+            // Detached operands: a gradient must not carry a graph (through a variable operand
+            // it would, and an optimiser state built from it would keep every step's graph).
+            let grad = grad.detach();
+            let x_grad = self
+                .input_grad
+                .then(|| grad.matmul(&w.detach()))
+                .transpose()?;
+            let w_grad = self
+                .weight_grad
+                .then(|| grad.t()?.matmul(&x.detach()))
+                .transpose()?;
             Ok((x_grad, w_grad))
         }
     }
@@ -388,21 +414,8 @@ mod few_rows {
             w: &CpuStorage,
             w_layout: &Layout,
         ) -> candle_core::Result<(CpuStorage, Shape)> {
-            let (CpuStorage::F32(xs), CpuStorage::F32(w)) = (xs, w) else {
-                candle_core::bail!("few-rows matmul expects f32");
-            };
-            let (Some((xa, xb)), Some((wa, wb))) = (
-                xs_layout.contiguous_offsets(),
-                w_layout.contiguous_offsets(),
-            ) else {
-                candle_core::bail!("few-rows matmul expects contiguous inputs");
-            };
-            let (xs, w) = (&xs[xa..xb], &w[wa..wb]);
-            let (m, c) = xs_layout.shape().dims2()?;
-            let (k, wc) = w_layout.shape().dims2()?;
-            if c != wc {
-                candle_core::bail!("few-rows matmul: x is [{m}, {c}], weight is [{k}, {wc}]");
-            }
+            let (xs, w, (m, c, k)) =
+                super::linear_operands("few-rows matmul", xs, xs_layout, w, w_layout)?;
             // [K, M] first (each task owns whole weight rows), then transposed.
             let mut by_row = vec![0f32; k * m];
             by_row
@@ -955,6 +968,9 @@ mod tests {
             for (trains, leaf) in [(x_trains, &leaf_x), (w_trains, &leaf_w)] {
                 match (trains, grads.get(leaf)) {
                     (true, Some(g)) => {
+                        // A gradient that carried a graph would keep every step's graph alive
+                        // in the optimiser state.
+                        assert!(!g.track_op(), "the gradient carries a graph");
                         let r = reference.get(leaf).unwrap();
                         assert!(max_abs_diff(g, r) < 1e-3, "gradient differs");
                     }

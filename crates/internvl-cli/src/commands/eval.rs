@@ -126,6 +126,9 @@ struct RetrievalArgs {
     /// Split of a Karpathy JSON.
     #[arg(long, default_value = "test")]
     split: String,
+    /// Only the first N images (and their captions).
+    #[arg(long)]
+    limit: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -166,18 +169,22 @@ fn dataset_name(common: &Common, data: &Path) -> String {
 }
 
 fn write_report(common: &Common, result: &EvalResult) -> Result<()> {
-    std::fs::create_dir_all(&common.out)
-        .with_context(|| format!("creating {}", common.out.display()))?;
-    result.save_json(common.out.join("results.json"))?;
+    write_results(&common.out, common.json, result)
+}
+
+/// `results.json` and `results.md` in `out`; the table (or with `json` the JSON) on stdout.
+fn write_results(out: &Path, json: bool, result: &EvalResult) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    result.save_json(out.join("results.json"))?;
     let table = markdown_table(std::slice::from_ref(result));
-    std::fs::write(common.out.join("results.md"), &table)
-        .with_context(|| format!("writing {}", common.out.display()))?;
-    if common.json {
+    std::fs::write(out.join("results.md"), &table)
+        .with_context(|| format!("writing {}", out.display()))?;
+    if json {
         println!("{}", result.to_json());
     } else {
         print!("{table}");
     }
-    eprintln!("results in {}", common.out.display());
+    eprintln!("results in {}", out.display());
     Ok(())
 }
 
@@ -253,7 +260,11 @@ fn load_retrieval(a: &RetrievalArgs) -> Result<RetrievalDataset> {
         .image_root
         .clone()
         .unwrap_or_else(|| a.data.parent().map(Path::to_path_buf).unwrap_or_default());
-    Ok(RetrievalDataset::load(&a.data, &a.split, &root)?)
+    let dataset = RetrievalDataset::load(&a.data, &a.split, &root)?;
+    Ok(match a.limit {
+        Some(n) => dataset.truncated(n),
+        None => dataset,
+    })
 }
 
 fn retrieval(a: RetrievalArgs) -> Result<()> {
@@ -343,12 +354,7 @@ fn chat_classify(a: ChatClassifyArgs) -> Result<()> {
             .unwrap_or_else(|| a.images.display().to_string())
     });
     let result = evaluate::chat_classification_result(&a.model.model, &name, &run);
-    let out_file = |file: &str| a.out.join(file);
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    result.save_json(out_file("results.json"))?;
-    let table = markdown_table(std::slice::from_ref(&result));
-    std::fs::write(out_file("results.md"), &table)
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    write_results(&a.out, a.json, &result)?;
     let mut lines = String::new();
     for (image, truth, answer, named) in &run.answers {
         let line = json!({
@@ -360,20 +366,14 @@ fn chat_classify(a: ChatClassifyArgs) -> Result<()> {
         lines.push_str(&line.to_string());
         lines.push('\n');
     }
-    std::fs::write(out_file("answers.jsonl"), lines)
+    std::fs::write(a.out.join("answers.jsonl"), lines)
         .with_context(|| format!("writing {}", a.out.display()))?;
     let mut labels = names.clone();
     labels.push("(none)".into());
     save_confusion_matrix_png(
         &run.metrics.confusion,
         &labels,
-        out_file("confusion_matrix.png"),
+        a.out.join("confusion_matrix.png"),
     )?;
-    if a.json {
-        println!("{}", result.to_json());
-    } else {
-        print!("{table}");
-    }
-    eprintln!("results in {}", a.out.display());
     Ok(())
 }

@@ -46,6 +46,8 @@ enum Command {
     InitCg(InitArgs),
     /// Create a fresh InternVL-Chat: a trained InternViT, a new mlp1 and a GGUF LLM.
     InitChat(InitChatArgs),
+    /// Write a trained folder without its training state, weights in another dtype (shipping).
+    Export(ExportArgs),
     /// Fashion-MNIST (scripts/fetch_fashion_mnist.sh) as image folders + caption JSON Lines.
     PrepareFashionMnist(PrepareArgs),
 }
@@ -213,6 +215,20 @@ pub struct InitArgs {
     /// Initialisation seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+/// Arguments of `internvl train export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// A model folder (e.g. a run's `last`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Storage dtype of the weights: f32, bf16 or f16 (GGUF base weights stay in the GGUF).
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
 }
 
 /// Arguments of `internvl train init-chat`.
@@ -410,6 +426,7 @@ pub struct LossArgs {
 
 /// Runs `internvl train`.
 pub fn run(args: Args) -> Result<()> {
+    keep_freed_memory();
     match args.command {
         Command::Loss(args) => loss(args),
         Command::Preview(args) => preview(args),
@@ -419,7 +436,23 @@ pub fn run(args: Args) -> Result<()> {
         Command::Probe(args) => probe(args),
         Command::InitCg(args) => init_cg(args),
         Command::InitChat(args) => init_chat(args),
+        Command::Export(args) => export(args),
         Command::PrepareFashionMnist(args) => prepare_fashion_mnist(args),
+    }
+}
+
+/// Makes glibc's allocator keep freed memory for reuse instead of returning it to the system.
+/// A training step allocates and frees the same gigabytes of activations and gradients every
+/// time; by default each large buffer is a fresh `mmap` whose pages the kernel zeroes on first
+/// touch, which took as much time as the arithmetic (stage 2: 78 s of system time in a 90 s run
+/// of 3 steps; 27 s with this, 61 s in all).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning parameters; it is called before the
+    // command's threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, -1); // -1: never trim (man mallopt)
     }
 }
 
@@ -582,6 +615,22 @@ fn init_cg(args: InitArgs) -> Result<()> {
     };
     init_internvl_cg(&args.qllama_gguf, &spec, &args.out)?;
     eprintln!("new InternVL-C/G in {}", args.out.display());
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    let dtype = super::parse_dtype(&args.dtype)?;
+    let folder = ModelFolder::open(&args.model)?;
+    internvl::training::trainer::export_model(&folder, dtype, &args.out)?;
+    let size = std::fs::metadata(args.out.join("model.safetensors"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    eprintln!(
+        "{} ({:.1} MB of {} weights)",
+        args.out.display(),
+        size as f64 / 1e6,
+        args.dtype
+    );
     Ok(())
 }
 

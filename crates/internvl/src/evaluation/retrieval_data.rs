@@ -92,6 +92,22 @@ impl RetrievalDataset {
         Self::from_flickr_text(&read_text(path)?, path, image_root.as_ref())
     }
 
+    /// Only the first `n` images and their captions (all of them when `n` is larger).
+    pub fn truncated(mut self, n: usize) -> Self {
+        if n >= self.images.len() {
+            return self;
+        }
+        self.images.truncate(n);
+        let kept: Vec<(String, usize)> = self
+            .captions
+            .drain(..)
+            .zip(self.text_to_image.drain(..))
+            .filter(|(_, image)| *image < n)
+            .collect();
+        (self.captions, self.text_to_image) = kept.into_iter().unzip();
+        self
+    }
+
     /// The captions of image `image`.
     pub fn captions_of(&self, image: usize) -> impl Iterator<Item = &str> {
         self.captions
@@ -304,6 +320,20 @@ fn int_field(record: &Value, key: &str, path: &Path, index: usize) -> Result<i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_keeps_the_first_images_and_their_captions() {
+        let set = RetrievalDataset {
+            images: vec!["a".into(), "b".into(), "c".into()],
+            captions: vec!["a1".into(), "b1".into(), "a2".into(), "c1".into()],
+            text_to_image: vec![0, 1, 0, 2],
+        };
+        let two = set.clone().truncated(2);
+        assert_eq!(two.images.len(), 2);
+        assert_eq!(two.captions, ["a1", "b1", "a2"]);
+        assert_eq!(two.text_to_image, [0, 1, 0]);
+        assert_eq!(set.clone().truncated(5), set);
+    }
 
     #[test]
     fn pre_caption_follows_blip() {

@@ -197,11 +197,7 @@ fn add_qllama_base(
     gguf: &Path,
     layers: Option<usize>,
 ) -> Result<()> {
-    let (_, tensors) = crate::models::llm::gguf::read_tensors(
-        gguf,
-        candle_core::DType::F32,
-        &candle_core::Device::Cpu,
-    )?;
+    let tensors = gguf_tensors(gguf)?;
     let kept = |name: &str| -> bool {
         let block = name
             .strip_prefix("model.layers.")
@@ -243,11 +239,7 @@ fn add_llm_base(
     gguf: &Path,
     vocab: Option<usize>,
 ) -> Result<()> {
-    let (_, tensors) = crate::models::llm::gguf::read_tensors(
-        gguf,
-        candle_core::DType::F32,
-        &candle_core::Device::Cpu,
-    )?;
+    let tensors = gguf_tensors(gguf)?;
     let mut renamed = std::collections::HashMap::new();
     for (name, tensor) in tensors {
         let tensor = match (name.as_str(), vocab) {
@@ -263,6 +255,16 @@ fn add_llm_base(
     }
     checkpoint.add_base(renamed)?;
     Ok(())
+}
+
+/// A GGUF LLM's tensors under their transformers names, dequantised to f32.
+fn gguf_tensors(gguf: &Path) -> Result<std::collections::HashMap<String, candle_core::Tensor>> {
+    let (_, tensors) = crate::models::llm::gguf::read_tensors(
+        gguf,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )?;
+    Ok(tensors)
 }
 
 /// `matrix` `[V, C]` grown to `[rows, C]` with copies of its mean row.

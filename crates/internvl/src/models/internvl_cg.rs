@@ -226,6 +226,16 @@ impl InternVLCG {
         let vision_width = vision.config().hidden_size;
         let q = &config.qllama_config;
         let (e, heads) = (config.clip_embed_dim, config.attn_pool_num_heads);
+        let positions = crate::models::qllama::CROSS_ATTENTION_QUERY_POSITIONS;
+        if config.num_query_token != positions {
+            // Reproduced, not fixed: the official decoder layer does the same silently.
+            tracing::warn!(
+                "num_query_token is {} but the release's QLLaMA cross-attends only over the first \
+                 {positions} positions of sequences at least that long: the queries will not see \
+                 the image as trained",
+                config.num_query_token
+            );
+        }
         Ok(Self {
             qllama: QLlama::load(q, vision_width, config.tie_word_embeddings, vb.pp("qllama"))?,
             query_tokens: vb.get((1, config.num_query_token, q.hidden_size), "query_tokens")?,

@@ -294,7 +294,7 @@ pub fn named_class(answer: &str, class_names: &[String]) -> Option<usize> {
 /// The answers of a [`chat_classification`] run and their score.
 #[derive(Debug, Clone)]
 pub struct ChatClassification {
-    /// Accuracy (answers naming the true class, and no other first), mean per-class recall and
+    /// Accuracy (answers whose named class is the true one), mean per-class recall and
     /// the confusion matrix; its last class is "no class named".
     pub metrics: ClassificationMetrics,
     /// (image, true class, answer, named class) per sample.

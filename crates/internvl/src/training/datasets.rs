@@ -77,7 +77,7 @@ const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
 /// The first two bytes of a gzip stream.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Version of the output layout recorded in `done.json`: a layout change invalidates old output.
-const LAYOUT_VERSION: u64 = 2;
+const LAYOUT_VERSION: u64 = 3;
 /// Mixed into the seed of the test split so that its captions are not the train split's.
 const TEST_SEED_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -414,7 +414,37 @@ fn write_split(
     let path = out_dir.join(format!("{split}.jsonl"));
     std::fs::write(&path, jsonl).map_err(io_error(&path))?;
     write_chat_jsonl(out_dir, split, &relative, &data.labels)?;
+    if split == "test" {
+        // Captioning is evaluated on the test split only.
+        write_caption_references(out_dir, split, &relative, &data.labels)?;
+    }
     Ok(data.images.len())
+}
+
+/// `<split>_captions.json`: the caption-list JSON the captioning evaluation reads, every
+/// template of the image's class as its reference captions.
+fn write_caption_references(
+    out_dir: &Path,
+    split: &str,
+    images: &[String],
+    labels: &[u8],
+) -> Result<()> {
+    let records: Vec<Value> = images
+        .iter()
+        .zip(labels)
+        .map(|(image, &label)| {
+            let class = FASHION_MNIST_CLASSES[label as usize];
+            let references: Vec<String> = CAPTION_TEMPLATES
+                .iter()
+                .map(|t| fill_template(t, class))
+                .collect();
+            serde_json::json!({"image": image, "caption": references})
+        })
+        .collect();
+    write_json(
+        &out_dir.join(format!("{split}_captions.json")),
+        &Value::Array(records),
+    )
 }
 
 /// `<split>_chat.jsonl`: one conversation per image in the release's SFT format, the human
@@ -484,6 +514,8 @@ fn completed(out_dir: &Path, options: &PrepareOptions) -> Option<PreparedDataset
 ///   to `out_dir`, captions drawn from [`CAPTION_TEMPLATES`] with `options.seed`);
 /// * `{train,test}_chat.jsonl`: the same images as SFT conversations ([`CHAT_QUESTION`] →
 ///   [`chat_answer`]);
+/// * `test_captions.json`: caption-list JSON for `internvl eval caption` (every
+///   template of the class as references);
 /// * `classes.json`: `{"classes": [...], "templates": [...]}` for zero-shot classification;
 /// * `done.json`: the completion marker. A second call with the same options returns at once;
 ///   other options rewrite the output (earlier class folders are replaced).

@@ -151,6 +151,15 @@ fn config_json(spec: &InitSpec, llm: &crate::models::llm::LlmConfig, gguf: &str)
             spec.pool_heads, spec.vit_width, llm.hidden_size
         ));
     }
+    let queries = crate::models::qllama::CROSS_ATTENTION_QUERY_POSITIONS;
+    if spec.num_query_token != queries {
+        return bad(format!(
+            "num_query_token must be {queries}: the release's QLLaMA cross-attends only over the \
+             first {queries} positions of sequences at least that long, so with {} queries the \
+             queries would never see the image",
+            spec.num_query_token
+        ));
+    }
     let layers = spec.qllama_layers.unwrap_or(llm.num_hidden_layers);
     if layers == 0 || layers > llm.num_hidden_layers {
         return bad(format!(

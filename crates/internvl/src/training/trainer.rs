@@ -509,6 +509,29 @@ pub fn save_release_model(source: &ModelFolder, params: &Parameters, dir: &Path)
     copy_model_files(source.dir(), dir)
 }
 
+/// Writes `source` to `dir` with its own weights (not base weights taken from a GGUF) stored as
+/// `dtype`, and its other files (GGUF references re-pointed from `dir`): a trained folder made
+/// small for shipping (`internvl train export`). Training state files are not copied.
+///
+/// Fails when `dir` cannot be written or a tensor cannot be read.
+pub fn export_model(source: &ModelFolder, dtype: DType, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let checkpoint = source.checkpoint();
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for name in checkpoint.names() {
+        if checkpoint.is_base(&name) {
+            continue;
+        }
+        let tensor = checkpoint.tensor(&name, &Device::Cpu)?;
+        tensors.insert(name, tensor.to_dtype(dtype)?);
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    copy_model_files(source.dir(), dir)
+}
+
 /// Copies the non-weight files of a model folder (config, tokenizer, preprocessor, code).
 fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
     if from == to {

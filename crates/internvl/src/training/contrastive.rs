@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use super::datasets::{read_caption_jsonl, CaptionRecord};
 use super::losses::{l2_normalize, soft_cross_entropy};
 use super::params::{NamePatterns, Parameters};
-use super::trainer::{batch_indices, RunSpec, StepRecord};
+use super::trainer::{RunSpec, StepRecord};
 use crate::models::internvl_cg::InternVLCG;
 use crate::models::ModelFolder;
 use crate::processing::image::load_rgb;
@@ -93,13 +93,7 @@ pub fn train_contrastive(run: &ContrastiveRun) -> Result<Vec<StepRecord>> {
     let preprocessor = ImagePreprocessor::new(ImageTransform::Retrieval, model.image_size(), None)?;
     let mut cache = HashMap::new();
     run.spec.drive(&mut trainer, &folder, |step, micro| {
-        let indices = batch_indices(
-            samples.len(),
-            run.spec.options.seed,
-            step,
-            micro,
-            &run.spec.options,
-        );
+        let indices = run.spec.batch(samples.len(), step, micro);
         let batch: Vec<&Sample> = indices.iter().map(|&i| &samples[i]).collect();
         let pixels = batch_pixels(&batch, &indices, step, run, &preprocessor)?;
         let captions: Vec<&str> = batch.iter().map(|s| s.caption.as_str()).collect();

@@ -299,7 +299,7 @@ pub fn init_internvl_chat(
         .get("vision_config")
         .cloned()
         .unwrap_or_else(|| vision.config().clone());
-    let (llm, _) = read_tensors(gguf, DType::F32, &Device::Cpu)?;
+    let llm = crate::models::llm::gguf::read_config(gguf)?;
     let vc = vision.vision_config();
     let grid = vc.image_size / vc.patch_size;
     // Pixel shuffle at the releases' ratio 0.5: 2x2 ViT tokens become one LLM token.

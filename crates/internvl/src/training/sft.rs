@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use super::objectives::{sft, Batch, ChatParts};
 use super::params::{NamePatterns, Parameters};
 use super::sft_data::{build_sample, collate, read_jsonl, SftDataConfig, SftRecord};
-use super::trainer::{batch_indices, RunSpec, StepRecord};
+use super::trainer::{RunSpec, StepRecord};
 use crate::models::internvl_chat::ChatVision;
 use crate::models::llm::Llm;
 use crate::models::ModelFolder;
@@ -66,13 +66,7 @@ pub fn train_sft(run: &SftRun) -> Result<Vec<StepRecord>> {
         image_context_id,
     };
     run.spec.drive(&mut trainer, &folder, |step, micro| {
-        let indices = batch_indices(
-            records.len(),
-            run.spec.options.seed,
-            step,
-            micro,
-            &run.spec.options,
-        );
+        let indices = run.spec.batch(records.len(), step, micro);
         let samples = indices
             .iter()
             .map(|&i| build_sample(&records[i], &root, &tokenizer, &config))

@@ -23,7 +23,7 @@ use super::datasets::read_caption_jsonl;
 use super::losses::IGNORE_INDEX;
 use super::objectives::{stage2, Batch};
 use super::params::{NamePatterns, Parameters};
-use super::trainer::{batch_indices, RunSpec, StepRecord};
+use super::trainer::{RunSpec, StepRecord};
 use crate::models::internvl_cg::InternVLCG;
 use crate::models::ModelFolder;
 use crate::processing::image::load_rgb;
@@ -211,13 +211,7 @@ pub fn train_stage2(run: &Stage2Run) -> Result<Vec<StepRecord>> {
     let tokenizer = Tokenizer::from_folder(folder.dir())?;
     let preprocessor = ImagePreprocessor::new(ImageTransform::Retrieval, model.image_size(), None)?;
     run.spec.drive(&mut trainer, &folder, |step, micro| {
-        let indices = batch_indices(
-            records.len(),
-            run.spec.options.seed,
-            step,
-            micro,
-            &run.spec.options,
-        );
+        let indices = run.spec.batch(records.len(), step, micro);
         let mut texts = Vec::new();
         let mut pixels = Vec::new();
         for (slot, &i) in indices.iter().enumerate() {

@@ -474,6 +474,12 @@ impl RunSpec {
         )
     }
 
+    /// The sample indices of micro-batch `micro` of step `step` over `len` samples, in this
+    /// run's seeded order ([`batch_indices`]).
+    pub fn batch(&self, len: usize, step: u64, micro: usize) -> Vec<usize> {
+        batch_indices(len, self.options.seed, step, micro, &self.options)
+    }
+
     /// [`Trainer::run`] with this run's stop and progress settings.
     pub fn drive(
         &self,

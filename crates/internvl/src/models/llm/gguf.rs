@@ -47,15 +47,7 @@ pub(crate) fn read_tensors(
         path: path.to_path_buf(),
         reason,
     };
-    let file = File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut reader = BufReader::new(file);
-    let content = Content::read(&mut reader)
-        .map_err(|e| fail(format!("not a GGUF file: {}", first_line(e))))?;
-    let metadata = Metadata(&content.metadata);
-    let config = config(&metadata, &content).map_err(fail)?;
+    let (mut reader, content, config) = open(path)?;
     let mut tensors = HashMap::new();
     for name in content.tensor_infos.keys() {
         let (renamed, heads) = transformers_name(name, &config).map_err(fail)?;
@@ -70,6 +62,28 @@ pub(crate) fn read_tensors(
         tensors.insert(renamed, tensor.to_dtype(dtype)?.to_device(device)?);
     }
     Ok((config, tensors))
+}
+
+/// The config of a llama GGUF file, from its header alone (no tensor is read).
+pub(crate) fn read_config(path: &Path) -> Result<LlmConfig> {
+    Ok(open(path)?.2)
+}
+
+/// The file positioned after its header, the header, and the config it describes.
+fn open(path: &Path) -> Result<(BufReader<File>, Content, LlmConfig)> {
+    let fail = |reason: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = BufReader::new(file);
+    let content = Content::read(&mut reader)
+        .map_err(|e| fail(format!("not a GGUF file: {}", first_line(e))))?;
+    let config = config(&Metadata(&content.metadata), &content).map_err(fail)?;
+    Ok((reader, content, config))
 }
 
 fn first_line(error: impl std::fmt::Display) -> String {

@@ -28,7 +28,7 @@ rm -rf "$WORK/init" "$WORK/stage1" "$WORK/stage2" "$WORK/chat-init" "$WORK/stage
 
 # Stage 1: InternVL-C, contrastive.
 "$BIN" train init-cg --qllama-gguf "$GGUF" --out "$WORK/init" \
-  --patch-size 7 --cross-attention-frequency 6 --seed 0
+  --patch-size 7 --cross-attention-frequency 6 --seed 0 --pad-token "<|endoftext|>"
 time "$BIN" train contrastive --model "$WORK/init" --data "$DATA/train.jsonl" \
   --out "$WORK/stage1" --steps 600 --batch-size 128 --lr 1e-3 --warmup-steps 30 \
   --weight-decay 0.05 --max-grad-norm 1.0 --seed 0 --trainable '*,!qllama.*' \

@@ -243,6 +243,8 @@ fn shortened_toy_recipe_runs_end_to_end() {
         "7",
         "--cross-attention-frequency",
         "6",
+        "--pad-token",
+        "<|endoftext|>",
     ]);
     assert!(ok, "{stderr}");
     let stage1 = dir.join("stage1");
@@ -347,6 +349,13 @@ fn shortened_toy_recipe_runs_end_to_end() {
             .unwrap()
             .is_finite());
     }
+    // The pad token chosen at init travels with every checkpoint (the ITG labels depend on it).
+    let tokenizer_config =
+        std::fs::read_to_string(stage2.join("last/tokenizer_config.json")).unwrap();
+    assert!(
+        tokenizer_config.contains("<|endoftext|>"),
+        "{tokenizer_config}"
+    );
     let (ok, stdout, stderr) = internvl(&[
         "eval",
         "caption",

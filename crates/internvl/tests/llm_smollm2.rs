@@ -263,3 +263,62 @@ fn chat_folder_around_the_gguf_keeps_its_llm_and_adds_the_image_tokens() {
     assert_eq!(config["template"], "internvl2_5");
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// `init_internvl_cg` around SmolLM2, whose GGUF pad token is its EOS (`<|im_end|>`): the
+/// release's ITG labels mask pad ids, so with the GGUF's pad the caption's EOS is never a target
+/// (the captioner cannot learn to stop); with `pad_token` = `<|endoftext|>` it is, and the
+/// folder's tokenizer and `qllama_config.pad_token_id` agree on the new pad.
+#[test]
+fn qllama_folder_pad_token_decides_whether_the_caption_eos_is_a_target() {
+    use internvl::training::init::{init_internvl_cg, InitSpec};
+    use internvl::training::stage2::{stage2_texts, MAX_SEQ_LENGTH};
+    if !have_gguf() {
+        return;
+    }
+    let gguf = gguf_path();
+    let eos_label_kept = |pad_token: Option<&str>| {
+        let out = std::env::temp_dir().join(format!(
+            "internvl-cg-pad-{}-{}",
+            std::process::id(),
+            pad_token.is_some()
+        ));
+        let _ = std::fs::remove_dir_all(&out);
+        let spec = InitSpec {
+            patch_size: 7,
+            vit_layers: 1,
+            cross_attention_frequency: 6,
+            pad_token: pad_token.map(str::to_string),
+            ..InitSpec::default()
+        };
+        init_internvl_cg(&gguf, &spec, &out).unwrap();
+        let tokenizer = Tokenizer::from_folder(&out).unwrap();
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            config["qllama_config"]["pad_token_id"],
+            tokenizer.pad_id().unwrap()
+        );
+        let texts =
+            stage2_texts(&tokenizer, "a photo of a sneaker", "a bag", MAX_SEQ_LENGTH).unwrap();
+        let row = |name: &str| {
+            texts
+                .rows
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, r)| r.clone())
+                .unwrap()
+        };
+        let (ids, labels) = (row("input_ids"), row("labels"));
+        let eos = i64::from(tokenizer.eos_id().unwrap());
+        let end = ids.iter().position(|&id| id == eos).expect("an EOS");
+        let _ = std::fs::remove_dir_all(&out);
+        (tokenizer.pad_id().unwrap(), labels[end] == eos)
+    };
+    assert_eq!(
+        eos_label_kept(None),
+        (2, false),
+        "the GGUF's pad is its EOS"
+    );
+    assert_eq!(eos_label_kept(Some("<|endoftext|>")), (0, true));
+}

@@ -159,5 +159,21 @@ fn a_short_stage2_run_trains_only_the_stage2_parameters() {
     }
     println!("{moved} stage-2 tensors moved; ViT, QLLaMA body, clip_projector, text_projection unchanged");
     assert!(moved >= 8);
+    // The release format: every released tensor under its name and shape, and the header
+    // metadata transformers' from_pretrained requires (scripts/official_load_check.py loads such
+    // a checkpoint with the official classes).
+    let mut released = source.checkpoint().names();
+    let mut written: Vec<String> = saved.keys().cloned().collect();
+    released.sort();
+    written.sort();
+    assert_eq!(written, released);
+    for (name, x) in &saved {
+        let original = source.checkpoint().tensor(name, &Device::Cpu).unwrap();
+        assert_eq!(x.dims(), original.dims(), "{name}");
+    }
+    let bytes = std::fs::read(dir.join("out/last/model.safetensors")).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let format = header.metadata().as_ref().and_then(|m| m.get("format"));
+    assert_eq!(format.map(String::as_str), Some("pt"));
     std::fs::remove_dir_all(dir).ok();
 }

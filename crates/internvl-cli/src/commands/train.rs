@@ -215,6 +215,10 @@ pub struct InitArgs {
     /// Initialisation seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Pad token (default: the GGUF's). The release's stage-2 ITG masks pad ids out of its
+    /// labels, so it must not be the EOS (SmolLM2's pad is `<|im_end|>`: use `<|endoftext|>`).
+    #[arg(long)]
+    pad_token: Option<String>,
 }
 
 /// Arguments of `internvl train export`.
@@ -612,6 +616,7 @@ fn init_cg(args: InitArgs) -> Result<()> {
         cross_attention_frequency: args.cross_attention_frequency,
         qllama_layers: args.qllama_layers,
         seed: args.seed,
+        pad_token: args.pad_token,
         ..InitSpec::default()
     };
     init_internvl_cg(&args.qllama_gguf, &spec, &args.out)?;

@@ -14,6 +14,19 @@ use candle_nn::VarBuilder;
 
 use crate::{Error, Result};
 
+/// Writes `tensors` to a safetensors file with the `{"format": "pt"}` header metadata that
+/// transformers' `save_pretrained` writes: its `from_pretrained` (4.37, the release's version)
+/// fails on a file without it, so every checkpoint we write for the official code carries it.
+///
+/// Fails with [`Error::Io`] naming the path when the file cannot be written.
+pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(tensors.iter(), Some(metadata), path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
 /// Where the tensor with a given released name is stored.
 #[derive(Debug, Clone)]
 enum Source {

@@ -44,6 +44,12 @@ pub struct InitSpec {
     pub qllama_layers: Option<usize>,
     /// Initialisation seed.
     pub seed: u64,
+    /// The pad token (written to the folder's `tokenizer_config.json`); `None`: the GGUF's.
+    /// The release's stage-2 ITG labels mask every pad id, so a pad token that is also the EOS
+    /// (SmolLM2's `<|im_end|>`) would hide the end of every caption: the captioner would never
+    /// learn to stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token: Option<String>,
 }
 
 impl Default for InitSpec {
@@ -60,6 +66,7 @@ impl Default for InitSpec {
             cross_attention_frequency: 2,
             qllama_layers: None,
             seed: 0,
+            pad_token: None,
         }
     }
 }
@@ -72,7 +79,8 @@ pub fn init_internvl_cg(gguf: &Path, spec: &InitSpec, out: &Path) -> Result<()> 
         path: out.to_path_buf(),
         source,
     })?;
-    let config = config_json(spec, &llm, &relative_path(gguf, out)?)?;
+    let pad_id = qllama_pad_id(gguf, spec.pad_token.as_deref())?;
+    let config = config_json(spec, &llm, &relative_path(gguf, out)?, pad_id)?;
     let parsed: InternVLCGConfig = serde_json::from_value(config.clone())
         .map_err(|e| Error::InvalidArgument(format!("generated config: {e}")))?;
     let vision: InternVisionConfig = serde_json::from_value(config["vision_config"].clone())
@@ -96,10 +104,38 @@ pub fn init_internvl_cg(gguf: &Path, spec: &InitSpec, out: &Path) -> Result<()> 
         tensors.insert(name.clone(), initial_value(name, &shape, &mut rng)?);
     }
     drop(data);
-    candle_core::safetensors::save(&tensors, out.join("model.safetensors"))?;
-    let text = serde_json::to_string_pretty(&config).expect("json");
-    std::fs::write(out.join("config.json"), text).map_err(|source| Error::Io {
-        path: out.join("config.json"),
+    crate::models::checkpoint::save_safetensors(&tensors, &out.join("model.safetensors"))?;
+    write_json(out, "config.json", &config)?;
+    if let Some(pad) = &spec.pad_token {
+        write_json(out, "tokenizer_config.json", &json!({ "pad_token": pad }))?;
+    }
+    Ok(())
+}
+
+/// The pad id QLLaMA's tokenizer will have (`pad_token`, or the GGUF's); warns when it is the
+/// EOS, which the release's ITG labels would then mask.
+fn qllama_pad_id(gguf: &Path, pad_token: Option<&str>) -> Result<u32> {
+    let mut tokenizer = crate::processing::tokenizer::Tokenizer::from_gguf(gguf)?;
+    if let Some(pad) = pad_token {
+        tokenizer.set_pad_token(pad)?;
+    }
+    let pad = tokenizer.pad_id().unwrap_or(0);
+    if tokenizer.eos_id() == Some(pad) {
+        let name = tokenizer.id_to_token(pad).unwrap_or_default();
+        tracing::warn!(
+            "the pad token {name:?} is also the EOS: the release's stage-2 ITG masks pad ids out \
+             of its labels, so the captioner would never learn where a caption ends (choose \
+             another pad token, e.g. --pad-token \"<|endoftext|>\" for SmolLM2)"
+        );
+    }
+    Ok(pad)
+}
+
+/// Writes `value` as pretty JSON to `dir/name`.
+fn write_json(dir: &Path, name: &str, value: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("json");
+    std::fs::write(dir.join(name), text).map_err(|source| Error::Io {
+        path: dir.join(name),
         source,
     })
 }
@@ -135,7 +171,12 @@ fn standard_normal(rng: &mut impl Rng) -> f32 {
 }
 
 /// The release-shaped `config.json` of the new model.
-fn config_json(spec: &InitSpec, llm: &crate::models::llm::LlmConfig, gguf: &str) -> Result<Value> {
+fn config_json(
+    spec: &InitSpec,
+    llm: &crate::models::llm::LlmConfig,
+    gguf: &str,
+    pad_id: u32,
+) -> Result<Value> {
     let bad = |m: String| Err(Error::InvalidArgument(m));
     if !spec.image_size.is_multiple_of(spec.patch_size) {
         return bad(format!(
@@ -214,7 +255,7 @@ fn config_json(spec: &InitSpec, llm: &crate::models::llm::LlmConfig, gguf: &str)
             "hidden_act": "silu",
             "bos_token_id": llm.bos_token_id,
             "eos_token_id": llm.eos_token_ids.first(),
-            "pad_token_id": 0,
+            "pad_token_id": pad_id,
         },
     }))
 }
@@ -339,7 +380,7 @@ pub fn init_internvl_chat(
         tensors.insert(format!("mlp1.{index}.weight"), weight);
         tensors.insert(format!("mlp1.{index}.bias"), bias);
     }
-    candle_core::safetensors::save(&tensors, out.join("model.safetensors"))?;
+    crate::models::checkpoint::save_safetensors(&tensors, &out.join("model.safetensors"))?;
     let added = crate::processing::tokenizer::INTERNVL_CHAT_TOKENS.len();
     let mut config = json!({
         "architectures": ["InternVLChatModel"],
@@ -377,16 +418,9 @@ pub fn init_internvl_chat(
     if let Some(message) = &spec.system_message {
         config["system_message"] = json!(message);
     }
-    let write = |name: &str, value: &Value| {
-        let text = serde_json::to_string_pretty(value).expect("json");
-        std::fs::write(out.join(name), text).map_err(|source| Error::Io {
-            path: out.join(name),
-            source,
-        })
-    };
-    write("config.json", &config)?;
+    write_json(out, "config.json", &config)?;
     if let Some(pad) = &spec.pad_token {
-        write("tokenizer_config.json", &json!({ "pad_token": pad }))?;
+        write_json(out, "tokenizer_config.json", &json!({ "pad_token": pad }))?;
     }
     warn_if_pad_separates_turns(out, &spec.template)
 }

@@ -511,7 +511,7 @@ pub fn save_release_model(source: &ModelFolder, params: &Parameters, dir: &Path)
         };
         tensors.insert(name, tensor.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
     }
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    crate::models::checkpoint::save_safetensors(&tensors, &dir.join("model.safetensors"))?;
     copy_model_files(source.dir(), dir)
 }
 
@@ -534,7 +534,7 @@ pub fn export_model(source: &ModelFolder, dtype: DType, dir: &Path) -> Result<()
         let tensor = checkpoint.tensor(&name, &Device::Cpu)?;
         tensors.insert(name, tensor.to_dtype(dtype)?);
     }
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    crate::models::checkpoint::save_safetensors(&tensors, &dir.join("model.safetensors"))?;
     copy_model_files(source.dir(), dir)
 }
 

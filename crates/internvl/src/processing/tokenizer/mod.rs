@@ -140,24 +140,42 @@ impl Tokenizer {
         if let [gguf] = gguf_files(dir).as_slice() {
             return Self::from_gguf(gguf);
         }
-        if let Some(gguf) = referenced_gguf(dir, "llm_gguf") {
-            let mut tokenizer = Self::from_gguf_with(gguf, &INTERNVL_CHAT_TOKENS)?;
-            if let Some(pad) = configured_pad_token(dir) {
-                // Tokens can only be added to byte-level vocabularies (from_gguf_with).
-                if let Self::ByteLevelBpe(t) = &mut tokenizer {
-                    t.set_pad_token(&pad)?;
+        let referenced = [
+            ("llm_gguf", &INTERNVL_CHAT_TOKENS[..]),
+            ("qllama_gguf", &[][..]),
+        ];
+        for (key, added) in referenced {
+            if let Some(gguf) = referenced_gguf(dir, key) {
+                let mut tokenizer = Self::from_gguf_with(gguf, added)?;
+                if let Some(pad) = configured_pad_token(dir) {
+                    tokenizer.set_pad_token(&pad)?;
                 }
+                return Ok(tokenizer);
             }
-            return Ok(tokenizer);
-        }
-        if let Some(gguf) = referenced_gguf(dir, "qllama_gguf") {
-            return Self::from_gguf(gguf);
         }
         Err(Error::tokenizer(
             dir.display(),
             "the folder has no tokenizer.model, tokenizer.json or vocab.json + merges.txt \
              (nor a single .gguf file)",
         ))
+    }
+
+    /// Makes `content` the pad token (a folder around a GGUF may name another one than the
+    /// GGUF's, in its `tokenizer_config.json`).
+    ///
+    /// Fails with [`Error::Tokenizer`] when no token has that text, or for a SentencePiece
+    /// vocabulary (not supported: its folders carry their own `tokenizer_config.json`).
+    pub fn set_pad_token(&mut self, content: &str) -> Result<()> {
+        match self {
+            Self::ByteLevelBpe(t) => t.set_pad_token(content),
+            Self::SentencePiece(_) => Err(Error::tokenizer(
+                "pad_token",
+                format!(
+                    "cannot make {content:?} the pad token of a SentencePiece vocabulary read \
+                     from a GGUF (only byte-level vocabularies support it)"
+                ),
+            )),
+        }
     }
 
     /// The tokenizer of a llama.cpp GGUF file, by `tokenizer.ggml.model`: `"llama"` is a

@@ -11,7 +11,7 @@
 # Results and curves: docs/training-toy.md. The shipped quick-start model (models/fashion-toy)
 # is the stage-3 output in bf16: scripts/ship_toy_model.sh.
 #
-# Usage: scripts/toy_recipe.sh [WORK_DIR]   (default assets/toy; about 50 minutes on 2 cores)
+# Usage: scripts/toy_recipe.sh [WORK_DIR]   (default assets/toy; about 65 minutes on 2 cores with the evaluations)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-$ROOT/assets/toy}"
@@ -40,12 +40,17 @@ time "$BIN" train contrastive --model "$WORK/init" --data "$DATA/train.jsonl" \
   --test "$DATA/test" --out "$WORK/stage1-probe" --epochs 5
 
 # Stage 2: InternVL-G, generative (queries, cross-attention and heads train).
+# The queries are a soft prompt at the scale of SmolLM2's embeddings: 10x the learning rate.
 time "$BIN" train stage2 --model "$WORK/stage1/last" --data "$DATA/train.jsonl" \
-  --out "$WORK/stage2" --steps 60 --batch-size 8 --lr 2e-3 \
+  --out "$WORK/stage2" --steps 100 --batch-size 8 --lr 2e-3 --lr-scale query_tokens=10 \
   --warmup-steps 6 --weight-decay 0.05 --max-grad-norm 1.0 --seed 0
 "$BIN" eval caption --model "$WORK/stage2/last" --data "$DATA/test_captions.json" \
   --limit 200 --num-beams 1 --max-new-tokens 12 --min-new-tokens 1 \
   --name fashion-mnist-test-200 --out "$WORK/stage2-caption"
+# Do the captions name the class? (20 test images per class, the class each caption names.)
+"$BIN" eval chat-classify --model "$WORK/stage2/last" --images "$DATA/test" \
+  --per-class 20 --max-new-tokens 12 --name fashion-mnist-test-200 \
+  --out "$WORK/stage2-caption-classes"
 
 # Stage 3: InternVL-Chat around the stage-1 ViT and SmolLM2 (frozen); mlp1 trains.
 "$BIN" train init-chat --vision-from "$WORK/stage1/last" --llm-gguf "$GGUF" \

@@ -378,6 +378,25 @@ fn shortened_toy_recipe_runs_end_to_end() {
     assert!(ok, "{stderr}");
     let result: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(result["num_samples"], 2);
+    // Do the captions name the image's class? (InternVL-G models caption instead of chatting.)
+    let (ok, _, stderr) = internvl(&[
+        "eval",
+        "chat-classify",
+        "--model",
+        s(&stage2.join("last")),
+        "--images",
+        s(&data.join("test")),
+        "--per-class",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        s(&dir.join("caption-classify")),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let captions = std::fs::read_to_string(dir.join("caption-classify/answers.jsonl")).unwrap();
+    assert_eq!(captions.lines().count(), 10, "one image per class");
 
     // Stage 3: an InternVL-Chat around the stage-1 ViT and SmolLM2 (frozen), mlp1 trained.
     let chat = dir.join("chat-init");

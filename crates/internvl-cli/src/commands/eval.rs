@@ -10,7 +10,8 @@ use internvl::evaluation::{
     markdown_table, save_confusion_matrix_png, EvalResult, RetrievalDataset, ZeroShotDataset,
 };
 use internvl::models::internvl_cg::CaptionOptions;
-use internvl::tasks::contrastive::ImageTransform;
+use internvl::models::{ModelFolder, ModelKind};
+use internvl::tasks::contrastive::{ContrastiveSession, ImageTransform};
 use internvl::tasks::evaluate;
 use serde_json::json;
 
@@ -32,7 +33,8 @@ enum Task {
     Retrieval(RetrievalArgs),
     /// Captioning: BLEU-1..4 and CIDEr-D as pycocoevalcap computes them.
     Caption(CaptionArgs),
-    /// Classification by a chat model: ask about each image, score the class its answer names.
+    /// Classification by a generative model: ask a chat model about each image (or caption it
+    /// with an InternVL-G model), score the class its text names.
     ChatClassify(ChatClassifyArgs),
 }
 
@@ -50,9 +52,13 @@ struct ChatClassifyArgs {
     /// Key in the class-name JSON.
     #[arg(long)]
     dataset: Option<String>,
-    /// The question asked about every image.
+    /// The question asked about every image (chat models).
     #[arg(long, default_value = "What is in this image?")]
     question: String,
+    /// The caption prompt (InternVL-G models, which caption each image instead: greedy, EOS
+    /// allowed from the first token).
+    #[arg(long, default_value = "English caption:")]
+    caption_prompt: String,
     /// Only the first N images of each class (sorted file order).
     #[arg(long)]
     per_class: Option<usize>,
@@ -345,8 +351,22 @@ fn chat_classify(a: ChatClassifyArgs) -> Result<()> {
             .collect(),
     };
     let folder = a.model.folder()?;
-    let model = ChatModel::open(&folder, None, None, a.model.dtype()?, &a.model.device())?;
-    let run = evaluate::chat_classification(&model, &set, &names, &a.question, a.max_new_tokens)?;
+    let opened = ModelFolder::open(&folder)?;
+    let run = if opened.kind() == ModelKind::InternVLCG {
+        let (dtype, device) = (a.model.dtype()?, a.model.device());
+        let session = ContrastiveSession::open(&opened, ImageTransform::Retrieval, dtype, &device)?;
+        let options = CaptionOptions {
+            max_new_tokens: a.max_new_tokens,
+            min_new_tokens: 1,
+            num_beams: 1,
+            eos_token_id: None,
+        };
+        evaluate::caption_classification(&session, &set, &names, &a.caption_prompt, &options)?
+    } else {
+        drop(opened);
+        let model = ChatModel::open(&folder, None, None, a.model.dtype()?, &a.model.device())?;
+        evaluate::chat_classification(&model, &set, &names, &a.question, a.max_new_tokens)?
+    };
     let name = a.name.clone().unwrap_or_else(|| {
         a.images
             .file_name()

@@ -320,6 +320,10 @@ pub struct RecipeArgs {
     /// Also keep `checkpoint-N/` every N steps (`last/` is always written at the end).
     #[arg(long)]
     save_every: Option<u64>,
+    /// Learning-rate factor for parameters matching a `*` pattern, `PATTERN=FACTOR` (repeatable;
+    /// the first match applies), e.g. `query_tokens=10`.
+    #[arg(long = "lr-scale", value_name = "PATTERN=FACTOR")]
+    lr_scales: Vec<String>,
 }
 
 impl RecipeArgs {
@@ -340,6 +344,20 @@ impl RecipeArgs {
                 }
             }
         };
+        let mut lr_scales = Vec::new();
+        for spec in &self.lr_scales {
+            let parsed = spec
+                .split_once('=')
+                .and_then(|(p, f)| Some((p.trim().to_string(), f.trim().parse::<f64>().ok()?)));
+            match parsed {
+                Some((pattern, factor))
+                    if !pattern.is_empty() && factor.is_finite() && factor >= 0.0 =>
+                {
+                    lr_scales.push((pattern, factor))
+                }
+                _ => bail!("--lr-scale `{spec}`: expected PATTERN=FACTOR with a factor >= 0"),
+            }
+        }
         let options = internvl::training::trainer::TrainOptions {
             steps: self.steps,
             batch_size: self.batch_size,
@@ -353,6 +371,7 @@ impl RecipeArgs {
             layer_decay,
             trainable: self.trainable.clone(),
             save_every: self.save_every,
+            lr_scales,
         };
         options.validate()?;
         Ok(options)

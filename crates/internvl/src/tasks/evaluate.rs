@@ -317,24 +317,55 @@ pub fn chat_classification(
         max_new_tokens,
         ..Default::default()
     };
+    text_classification(dataset, class_names, "chat", |path| {
+        let images = model.prepare_images(std::slice::from_ref(path), None)?;
+        let tiles: Vec<usize> = images
+            .as_ref()
+            .map(|i| i.num_patches_list.clone())
+            .unwrap_or_default();
+        let (_, ids) = model.prompt_ids(question, None, &tiles)?;
+        let generation = model.generate(&ids, images.as_ref(), &options, &mut |_| {})?;
+        Ok(generation.text)
+    })
+}
+
+/// Captions every image of `dataset` with an InternVL-G `session` (`prompt`, `options`) and
+/// scores the class each caption names ([`named_class`] over `class_names`) against the truth:
+/// does the captioner say what the image shows?
+///
+/// Fails when an image cannot be read or captioning fails (naming the image).
+pub fn caption_classification(
+    session: &ContrastiveSession,
+    dataset: &ZeroShotDataset,
+    class_names: &[String],
+    prompt: &str,
+    options: &CaptionOptions,
+) -> Result<ChatClassification> {
+    text_classification(dataset, class_names, "captions", |path| {
+        let caption = session
+            .caption(std::slice::from_ref(path), prompt, options)?
+            .pop()
+            .expect("one result per image")
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Ok(caption.0)
+    })
+}
+
+/// Scores the class named by `describe(image)` for every image of `dataset`.
+fn text_classification(
+    dataset: &ZeroShotDataset,
+    class_names: &[String],
+    label: &'static str,
+    mut describe: impl FnMut(&PathBuf) -> Result<String>,
+) -> Result<ChatClassification> {
     let none = class_names.len();
     let mut confusion = crate::evaluation::ConfusionMatrix::new(none + 1);
     let mut answers = Vec::with_capacity(dataset.samples.len());
-    let bar = progress(dataset.samples.len(), "chat");
+    let bar = progress(dataset.samples.len(), label);
     for (path, truth) in &dataset.samples {
-        let named = || -> Result<(String, Option<usize>)> {
-            let images = model.prepare_images(std::slice::from_ref(path), None)?;
-            let tiles: Vec<usize> = images
-                .as_ref()
-                .map(|i| i.num_patches_list.clone())
-                .unwrap_or_default();
-            let (_, ids) = model.prompt_ids(question, None, &tiles)?;
-            let generation = model.generate(&ids, images.as_ref(), &options, &mut |_| {})?;
-            let class = named_class(&generation.text, class_names);
-            Ok((generation.text, class))
-        };
-        let (text, class) =
-            named().map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+        let text = describe(path)
+            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?;
+        let class = named_class(&text, class_names);
         confusion.add(*truth, class.unwrap_or(none));
         answers.push((path.clone(), *truth, text, class));
         bar.inc(1);

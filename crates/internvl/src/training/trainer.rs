@@ -48,6 +48,10 @@ pub struct TrainOptions {
     pub trainable: String,
     /// Save a checkpoint every this many steps (and always at the end).
     pub save_every: Option<u64>,
+    /// Learning-rate factors by `*` name pattern (the first matching pattern applies; on top of
+    /// the layer-wise decay), as PyTorch parameter groups with their own `lr`.
+    #[serde(default)]
+    pub lr_scales: Vec<(String, f64)>,
 }
 
 impl Default for TrainOptions {
@@ -65,6 +69,7 @@ impl Default for TrainOptions {
             layer_decay: None,
             trainable: "*".into(),
             save_every: None,
+            lr_scales: Vec::new(),
         }
     }
 }
@@ -156,9 +161,15 @@ fn param_groups(
             } else {
                 options.weight_decay
             };
-            let lr_scale = options.layer_decay.map_or(1.0, |(vit, q)| {
+            let decay = options.layer_decay.map_or(1.0, |(vit, q)| {
                 layer_decay_scale(&name, (depth.0, vit), (depth.1, q))
             });
+            let factor = options
+                .lr_scales
+                .iter()
+                .find(|(pattern, _)| super::params::glob_match(pattern, &name))
+                .map_or(1.0, |(_, factor)| *factor);
+            let lr_scale = decay * factor;
             let group = ParamGroup {
                 lr_scale,
                 weight_decay,
@@ -720,5 +731,34 @@ mod tests {
         let metrics = read_metrics(&dir.join("metrics.jsonl")).unwrap();
         assert_eq!(metrics.len(), 1);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// `lr_scales`: the first matching pattern's factor, times the layer-wise decay.
+    #[test]
+    fn learning_rate_factors_follow_the_first_matching_pattern() {
+        let var = || Var::new(&[1.0f32], &Device::Cpu).unwrap();
+        let names = [
+            "query_tokens",
+            "qllama.model.layers.0.cross_attn.q_proj.weight",
+            "itm_head.weight",
+        ];
+        let params = Parameters::from_vars(names.iter().map(|n| (n.to_string(), var())).collect());
+        let options = TrainOptions {
+            lr_scales: vec![
+                ("query_tokens".into(), 10.0),
+                ("*cross_attn*".into(), 3.0),
+                ("*".into(), 0.5),
+            ],
+            layer_decay: Some((1.0, 0.5)),
+            ..TrainOptions::default()
+        };
+        let scales: BTreeMap<String, f64> = param_groups(&params, &options, (1, 2))
+            .into_iter()
+            .map(|(name, _, group)| (name, group.lr_scale))
+            .collect();
+        let decay = |name: &str| layer_decay_scale(name, (1, 1.0), (2, 0.5));
+        assert_eq!(scales["query_tokens"], 10.0 * decay("query_tokens"));
+        assert_eq!(scales[names[1]], 3.0 * decay(names[1]));
+        assert_eq!(scales["itm_head.weight"], 0.5);
     }
 }

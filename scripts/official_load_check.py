@@ -121,8 +121,8 @@ def report(case, pairs):
     return worst
 
 
-def official_g(args):
-    """Puts internvl_g's model package on the path, patched; returns its modules."""
+def official_g_model(args, class_name, model_dir):
+    """Loads `model_dir` with internvl_g's stage-2 class `class_name` (patched as above)."""
     sys.path.insert(0, str(args.official / "internvl_g"))
     stub_peft()
     import torch.distributed as dist
@@ -130,7 +130,11 @@ def official_g(args):
     if not dist.is_initialized():
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{29500 + os.getpid() % 1000}",
                                 rank=0, world_size=1)
-    return dist
+    from internvl.model.internvl_stage2 import modeling_internvl, modeling_qllama
+
+    config = json.loads((model_dir / "config.json").read_text())
+    patch_cross_attention_width(modeling_qllama, config["vision_config"]["hidden_size"])
+    return load_checked(getattr(modeling_internvl, class_name), model_dir)
 
 
 def case_stage2(args, work):
@@ -143,12 +147,7 @@ def case_stage2(args, work):
     model_dir, ours = train_and_score(args, "train_stage2", "stage2", "stage2",
                                       ["--data", data, "--steps", "2", "--batch-size", "3",
                                        "--lr", "5e-3", "--warmup-steps", "1"], work)
-    official_g(args)
-    from internvl.model.internvl_stage2 import modeling_internvl, modeling_qllama
-
-    config = json.loads((model_dir / "config.json").read_text())
-    patch_cross_attention_width(modeling_qllama, config["vision_config"]["hidden_size"])
-    model = load_checked(modeling_internvl.InternVLModel, model_dir)
+    model = official_g_model(args, "InternVLModel", model_dir)
     with torch.no_grad():
         out = model(**batch(fixture))
     return report("train_stage2", [
@@ -170,12 +169,7 @@ def case_contrastive(args, work):
     model_dir, ours = train_and_score(args, "train_contrastive", "contrastive", "clip",
                                       ["--data", data, "--steps", "2", "--batch-size", "3",
                                        "--lr", "5e-3", "--warmup-steps", "1"], work)
-    official_g(args)
-    from internvl.model.internvl_stage2 import modeling_internvl, modeling_qllama
-
-    config = json.loads((model_dir / "config.json").read_text())
-    patch_cross_attention_width(modeling_qllama, config["vision_config"]["hidden_size"])
-    model = load_checked(modeling_internvl.InternVL_C, model_dir)
+    model = official_g_model(args, "InternVL_C", model_dir)
     inputs = batch(fixture, "clip/")
     with torch.no_grad():
         per_image, per_text = model(inputs["pixel_values"], inputs["text_ids"])

@@ -14,6 +14,7 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use super::trainer::write_json;
 use crate::models::intern_vit::InternVisionConfig;
 use crate::models::internvl_cg::{InternVLCG, InternVLCGConfig};
 use crate::models::llm::gguf::read_tensors;
@@ -105,9 +106,12 @@ pub fn init_internvl_cg(gguf: &Path, spec: &InitSpec, out: &Path) -> Result<()> 
     }
     drop(data);
     crate::models::checkpoint::save_safetensors(&tensors, &out.join("model.safetensors"))?;
-    write_json(out, "config.json", &config)?;
+    write_json(&out.join("config.json"), &config)?;
     if let Some(pad) = &spec.pad_token {
-        write_json(out, "tokenizer_config.json", &json!({ "pad_token": pad }))?;
+        write_json(
+            &out.join("tokenizer_config.json"),
+            &json!({ "pad_token": pad }),
+        )?;
     }
     Ok(())
 }
@@ -129,15 +133,6 @@ fn qllama_pad_id(gguf: &Path, pad_token: Option<&str>) -> Result<u32> {
         );
     }
     Ok(pad)
-}
-
-/// Writes `value` as pretty JSON to `dir/name`.
-fn write_json(dir: &Path, name: &str, value: &Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).expect("json");
-    std::fs::write(dir.join(name), text).map_err(|source| Error::Io {
-        path: dir.join(name),
-        source,
-    })
 }
 
 /// The initial value of a new tensor, by the kind its name says it is.
@@ -418,9 +413,12 @@ pub fn init_internvl_chat(
     if let Some(message) = &spec.system_message {
         config["system_message"] = json!(message);
     }
-    write_json(out, "config.json", &config)?;
+    write_json(&out.join("config.json"), &config)?;
     if let Some(pad) = &spec.pad_token {
-        write_json(out, "tokenizer_config.json", &json!({ "pad_token": pad }))?;
+        write_json(
+            &out.join("tokenizer_config.json"),
+            &json!({ "pad_token": pad }),
+        )?;
     }
     warn_if_pad_separates_turns(out, &spec.template)
 }

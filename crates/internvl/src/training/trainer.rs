@@ -612,7 +612,8 @@ pub fn read_state(dir: &Path) -> Result<TrainerState> {
     })
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+/// Writes `value` as pretty JSON to `path`.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("serialisable");
     std::fs::write(path, text).map_err(|source| Error::Io {
         path: path.to_path_buf(),
